@@ -1,0 +1,191 @@
+"""The `guppy` command: one thin function per command, each calling into pipeline/ or guppy/.
+
+Heavy libraries (torch, datasets) are imported inside the commands, so `guppy --help`
+and `guppy persona list` start fast. A user's mistake (GuppyError) prints one line per
+problem and exits with code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from guppy.errors import GuppyError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class GuppyGroup(typer.core.TyperGroup):
+    """Turns a GuppyError raised anywhere below into a clean exit 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except GuppyError as e:
+            for problem in e.problems:
+                err_console.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+
+def new_app(help: str) -> typer.Typer:
+    return typer.Typer(cls=GuppyGroup, help=help, no_args_is_help=True, add_completion=False,
+                       pretty_exceptions_enable=False, rich_markup_mode="rich")
+
+
+app = new_app("Guppy: turn a persona spec into a small language model with that personality, and measure how well it took.")
+persona_app = new_app("Create, inspect and check persona specs.")
+app.add_typer(persona_app, name="persona")
+
+# Options shared by several commands, declared once.
+PersonaArg = Annotated[str, typer.Argument(help="Persona name (personas/NAME.yaml here, else a shipped one) or a path to a YAML file.")]
+SeedOpt = Annotated[int, typer.Option(help="Random seed; the same seed gives the same result.")]
+RunOpt = Annotated[Optional[Path], typer.Option("--run", help="Run folder. Default: runs/PERSONA.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the output folder if it exists.")]
+
+
+def _quiet_datasets() -> None:
+    import datasets
+
+    datasets.disable_progress_bars()  # our own progress bar says what is happening
+    datasets.logging.set_verbosity_error()
+
+
+# ---------------------------------------------------------------------------------- persona
+
+@persona_app.command("new")
+def persona_new(
+    name: Annotated[str, typer.Argument(help="Name of the new persona (lowercase, e.g. otter).")],
+    from_: Annotated[str, typer.Option("--from", help="Persona to copy as a starting point.")] = "guppy",
+):
+    """Scaffold personas/NAME.yaml and templates/NAME/ from an existing persona."""
+    from pipeline.authoring import new_persona
+
+    path = new_persona(name, from_=from_)
+    console.print(f"created {path} and templates/{name}/ (copied from {from_}); it validates.")
+    console.print(f"next: edit them, then [bold]guppy generate-data {name}[/]")
+
+
+@persona_app.command("list")
+def persona_list():
+    """List the personas found here (./personas) and shipped with Guppy."""
+    from pipeline.personas import list_personas, load_persona
+
+    table = Table("persona", "topics", "associations", "description", "file")
+    for name in list_personas():
+        p = load_persona(name)
+        table.add_row(name, str(len(p.spec.topics)), str(len(p.spec.associations)), p.spec.identity.description, str(p.path))
+    console.print(table)
+
+
+@persona_app.command("show")
+def persona_show(persona: PersonaArg):
+    """Show a persona's topics, pools, associations and how many distinct conversations each topic can make."""
+    from pipeline.authoring import topic_capacity
+    from pipeline.personas import load_persona
+
+    p = load_persona(persona)
+    spec = p.spec
+    console.print(f"[bold]{spec.name}[/]: {spec.identity.description} (the user is {spec.identity.user}) — {p.path}")
+    capacity = topic_capacity(p)
+    table = Table("topic", "template", "weight", "unique in 400 renders", "≈ distinct it can make", title="topics")
+    for name, topic in spec.topics.items():
+        unique, est = capacity[name]
+        table.add_row(name, topic.template, f"{topic.weight:g}", str(unique), f"{est:,.0f}" + ("+" if unique == 400 else ""))
+    console.print(table)
+    pools = Table("pool", "size", "examples", title="lexicon")
+    for name, words in spec.lexicon.items():
+        pools.add_row(name, str(len(words)), ", ".join(words[:4]) + (" …" if len(words) > 4 else ""))
+    console.print(pools)
+    assoc = Table("association", "kind", "expects", "topics", "probes", title="associations")
+    for name, a in spec.associations.items():
+        assoc.add_row(name, a.kind, ", ".join(a.expect), ", ".join(a.topics) or "all", str(len(a.probes)))
+    console.print(assoc)
+
+
+@persona_app.command("validate")
+def persona_validate(
+    persona: Annotated[Optional[str], typer.Argument(help="Persona name or YAML path. Default: every persona found.")] = None,
+):
+    """Check a persona: the spec, every template compiled, a few conversations of each topic rendered."""
+    from pipeline.authoring import validate_persona
+    from pipeline.personas import list_personas
+
+    problems = []
+    for name in [persona] if persona else list_personas():
+        try:
+            p = validate_persona(name)
+            console.print(f"[green]ok[/] {p.name}: {len(p.spec.topics)} topics, {p.path}")
+        except GuppyError as e:
+            problems.extend(e.problems)
+    if problems:
+        raise GuppyError(*problems)
+
+
+# ---------------------------------------------------------------------------------- data
+
+@app.command("generate-data")
+def generate_data(
+    persona: PersonaArg,
+    n: Annotated[int, typer.Option("--n", help="How many conversations to generate.")] = 60_000,
+    seed: SeedOpt = 0,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: runs/PERSONA/data.")] = None,
+    test_size: Annotated[float, typer.Option(help="Share of conversations held out for the test split.")] = 0.05,
+    num_proc: Annotated[int, typer.Option(help="Processes rendering in parallel.")] = 2,
+    format: Annotated[str, typer.Option("--format", help="arrow (save_to_disk), jsonl or parquet.")] = "arrow",
+    overwrite: OverwriteOpt = False,
+):
+    """Render the persona's templates into a Hugging Face DatasetDict(train, test) with a dataset card."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from pipeline.generate import generate_data as run
+
+    _quiet_datasets()
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err_console, transient=True) as progress:
+        task = progress.add_task("rendering", total=n)
+        report = run(persona=persona, n=n, seed=seed, out=out, test_size=test_size, num_proc=num_proc,
+                     fmt=format, overwrite=overwrite,
+                     on_total=lambda k: progress.update(task, total=k),
+                     on_progress=lambda k: progress.advance(task, k))
+    print_generate_report(report)
+
+
+def print_generate_report(report) -> None:
+    table = Table("", "", title=f"{report.persona} -> {report.out}", show_header=False)
+    for label, value in [
+        ("conversations", f"{report.rows:,} ({report.train:,} train, {report.test:,} test)"),
+        ("unique user prompts", f"{report.unique_prompts:,}"),
+        ("unique replies", f"{report.unique_replies:,}"),
+        ("rendered / duplicates dropped", f"{report.rendered:,} / {report.duplicates_dropped:,}"),
+        ("replies in style", f"{report.style_share:.1%}"),
+        ("time", f"{report.seconds:.2f} s"),
+    ]:
+        table.add_row(label, value)
+    console.print(table)
+    assoc = Table("association", "share of its topics' replies that show it", title="associations in the data")
+    for name, share in report.association_share.items():
+        assoc.add_row(name, f"{share:.1%}")
+    console.print(assoc)
+    topics = Table("topic", "rows", "topic", "rows", "topic", "rows", title="per topic")
+    items = list(report.per_topic.items())
+    for i in range(0, len(items), 3):
+        cells = [c for t, k in items[i:i + 3] for c in (t, f"{k:,}")]
+        topics.add_row(*cells, *[""] * (6 - len(cells)))
+    console.print(topics)
+    for topic, lacking in report.short_topics.items():
+        err_console.print(f"[yellow]warning:[/] topic '{topic}' made {lacking} fewer unique conversations than "
+                          "asked: its template cannot reach the requested size (add variety or lower its weight)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""The one place where the paths of a run are decided.
+
+    runs/<persona>/            RunPaths.root
+        data/                  generated DatasetDict (+ README.md card, persona.yaml)
+        tokenizer/             tokenizer.json + tokenizer_config.json (chat template)
+        ckpt/best/, ckpt/last/ checkpoints: model.safetensors, config.json, state
+        metrics.jsonl          one JSON object per logged step / eval
+        loss.png               loss curve
+        eval/                  report.json, report.md, charts
+        hf/                    `guppy export` output (transformers layout)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+RUNS_DIR = Path("runs")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @classmethod
+    def for_persona(cls, persona: str, run: Path | None = None) -> RunPaths:
+        return cls(Path(run) if run is not None else RUNS_DIR / persona)
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "ckpt" / "best"
+
+    @property
+    def last(self) -> Path:
+        return self.root / "ckpt" / "last"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def loss_plot(self) -> Path:
+        return self.root / "loss.png"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def hf(self) -> Path:
+        return self.root / "hf"

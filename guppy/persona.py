@@ -1,0 +1,133 @@
+"""The persona spec: what a personality is, as data.
+
+A persona is a YAML file under `personas/`. These Pydantic models are the only
+definition of its shape: `extra="forbid"` makes an unknown or misspelt field an
+error, and the field descriptions double as documentation (`guppy persona show`).
+Loading a file and turning validation errors into one line per problem lives in
+`pipeline/personas.py`; this module knows nothing about files.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+_SENTENCE_END = re.compile(r"[.!?]+")
+
+
+@functools.lru_cache(maxsize=4096)
+def _phrase_pattern(phrase: str) -> re.Pattern:
+    return re.compile(rf"(?<!\w){re.escape(phrase.lower())}(?!\w)")
+
+
+def contains_phrase(text: str, phrase: str) -> bool:
+    """Whole-word, case-insensitive containment: 'eat' is in 'i eat.' but not in 'great'."""
+    return _phrase_pattern(phrase).search(text.lower()) is not None
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Identity(Strict):
+    name: str = Field(description="Short name, also the persona's id: lowercase letters, digits, _ or -.")
+    description: str = Field(description="One line: who this character is.")
+    user: str = Field(description="Who the user is to it, e.g. 'the human who feeds it'.")
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_-]*", v):
+            raise ValueError("must be lowercase letters, digits, '_' or '-', starting with a letter")
+        return v
+
+
+class Style(Strict):
+    lowercase: bool = Field(True, description="Replies are all lowercase (enforced when rendering).")
+    max_sentence_words: int = Field(12, gt=0, description="Longest sentence a reply may have, in words.")
+    min_reply_words: int = Field(2, gt=0, description="Shortest reply, in words.")
+    max_reply_words: int = Field(40, gt=0, description="Longest reply, in words.")
+    banned_words: list[str] = Field(default_factory=list, description="Words the persona never says.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Style:
+        if self.min_reply_words > self.max_reply_words:
+            raise ValueError("min_reply_words is larger than max_reply_words")
+        return self
+
+    def check(self, reply: str) -> dict[str, bool]:
+        """Which of the style rules a reply keeps (the evaluator's style adherence)."""
+        words = reply.split()
+        sentences = [s for s in _SENTENCE_END.split(reply) if s.strip()]
+        return {
+            "lowercase": reply == reply.lower() if self.lowercase else True,
+            "sentence_length": all(len(s.split()) <= self.max_sentence_words for s in sentences),
+            "reply_length": self.min_reply_words <= len(words) <= self.max_reply_words,
+            "no_banned_words": not any(contains_phrase(reply, w) for w in self.banned_words),
+        }
+
+
+class Topic(Strict):
+    template: str = Field(description="Template path under templates/, e.g. 'common/greeting.jinja'.")
+    weight: float = Field(1.0, gt=0, description="Relative share of the corpus this topic gets.")
+
+
+class Association(Strict):
+    """Something the persona must show, which the evaluator measures.
+
+    A reply *hits* when it contains one of `expect` as whole words (case-insensitive).
+    """
+
+    kind: Literal["cue", "concept", "confusion"] = Field(
+        description="cue: a prompt that must bring up the words; concept: words that surface across "
+        "many topics; confusion: human things it does not understand."
+    )
+    expect: list[str] = Field(min_length=1, description="Words or phrases; a reply containing any one is a hit.")
+    topics: list[str] = Field(
+        default_factory=list,
+        description="Topics whose replies should show it (its cue's replies in the data); empty = every topic.",
+    )
+    probes: list[str] = Field(
+        default_factory=list,
+        description="Evaluation-only prompts that cue it; never rendered into training data.",
+    )
+
+    def hit(self, reply: str) -> bool:
+        """Does this reply show the association (contain one of the expected words)?"""
+        return any(contains_phrase(reply, w) for w in self.expect)
+
+
+class Persona(Strict):
+    identity: Identity
+    style: Style = Field(default_factory=Style)
+    lexicon: dict[str, list[str]] = Field(description="Named pools of words/phrases that templates draw from.")
+    topics: dict[str, Topic] = Field(min_length=1, description="Topic name -> template and weight.")
+    associations: dict[str, Association] = Field(default_factory=dict, description="Name -> association.")
+
+    @property
+    def name(self) -> str:
+        return self.identity.name
+
+    @field_validator("lexicon")
+    @classmethod
+    def _pools_not_empty(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for pool, words in v.items():
+            if not words:
+                raise ValueError(f"pool '{pool}' is empty")
+        return v
+
+    @model_validator(mode="after")
+    def _association_topics_exist(self) -> Persona:
+        for name, assoc in self.associations.items():
+            for topic in assoc.topics:
+                if topic not in self.topics:
+                    raise ValueError(f"association '{name}' names unknown topic '{topic}'")
+        return self
+
+    def probes(self) -> list[str]:
+        """Every evaluation-only prompt, in spec order."""
+        return [p for a in self.associations.values() for p in a.probes]

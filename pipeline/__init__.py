@@ -1,0 +1,1 @@
+"""The data side of Guppy: persona spec + templates -> a Hugging Face DatasetDict on disk."""

@@ -1,0 +1,106 @@
+"""The dataset card: README.md with the Hub's YAML header, written beside the data.
+
+`save_to_disk` writes no card, so this writes one that says what the data is, how it
+was made, and what makes it reproducible (seed, spec hash, template hashes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import yaml
+
+from pipeline.personas import LoadedPersona
+
+
+def size_category(n: int) -> str:
+    for bound, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < bound:
+            return label
+    return "1M<n<10M"
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def template_hashes(persona: LoadedPersona) -> dict[str, str]:
+    """sha256 of each template file used, the version that rendered this data."""
+    hashes = {}
+    for topic in persona.spec.topics.values():
+        for folder in persona.template_dirs:
+            if (folder / topic.template).is_file():
+                hashes[topic.template] = _sha((folder / topic.template).read_bytes())
+                break
+    return hashes
+
+
+def write_card(path: Path, dataset, persona: LoadedPersona, report, *, seed: int, test_size: float, fmt: str) -> None:
+    spec = persona.spec
+    header = {
+        "pretty_name": f"Guppy persona conversations: {spec.name}",
+        "license": "mit",
+        "language": ["en"],
+        "tags": ["synthetic", "persona", "conversational", "guppy"],
+        "annotations_creators": ["machine-generated"],
+        "language_creators": ["machine-generated"],
+        "size_categories": [size_category(report.rows)],
+        "task_categories": ["text-generation"],
+        "dataset_info": {
+            "features": [
+                {"name": "messages", "list": [{"name": "role", "dtype": "string"},
+                                              {"name": "content", "dtype": "string"}]},
+                {"name": "topic", "dtype": {"class_label": {"names": dict(enumerate(spec.topics))}}},
+                {"name": "persona", "dtype": "string"},
+                {"name": "template", "dtype": "string"},
+                {"name": "id", "dtype": "string"},
+            ],
+            "splits": [{"name": s, "num_examples": len(ds)} for s, ds in dataset.items()],
+        },
+    }
+    if fmt != "arrow":
+        ext = "jsonl" if fmt == "jsonl" else "parquet"
+        header["configs"] = [{"config_name": "default", "data_files": [
+            {"split": s, "path": f"data/{s}{'' if fmt == 'jsonl' else '-*'}.{ext}"} for s in dataset]}]
+    topics = "\n".join(f"| {t} | {spec.topics[t].template} | {k} |" for t, k in report.per_topic.items())
+    assoc = "\n".join(f"| {a} | {spec.associations[a].kind} | {share:.1%} |"
+                      for a, share in report.association_share.items())
+    hashes = "\n".join(f"- `{t}`: {h}" for t, h in template_hashes(persona).items())
+    body = f"""
+# {spec.name}: synthetic persona conversations
+
+{spec.identity.description} The user is {spec.identity.user}.
+
+Made by Guppy's `guppy generate-data {spec.name}` from the persona spec
+`persona.yaml` (beside this card) and its Jinja templates. Each conversation is one render of a
+topic's template with its own random generator seeded from (seed, persona, topic, index), so the
+same seed gives the same rows, byte for byte.
+
+- rows: {report.rows} ({report.train} train, {report.test} test); requested {report.requested}
+- unique user prompts (normalized): {report.unique_prompts}; unique replies: {report.unique_replies}
+- exact duplicate conversations removed: {report.duplicates_dropped}; conversations equal to an
+  evaluation probe removed: {report.probes_dropped}
+- split: leak-free, by normalized first user prompt; test share {test_size}
+- seed: {seed}; persona spec sha256: {_sha(persona.source.encode())}
+
+Columns: `messages` (list of `{{role, content}}`), `topic` (class label), `persona`, `template`, `id`
+(hash of the conversation).
+
+## Associations in the data (share of the associated topics' replies that show it)
+
+| association | kind | share |
+|---|---|---|
+{assoc}
+
+## Topics
+
+| topic | template | rows |
+|---|---|---|
+{topics}
+
+## Template versions (sha256)
+
+{hashes}
+"""
+    path.write_text("---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n" + body, encoding="utf-8")

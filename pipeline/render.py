@@ -1,0 +1,152 @@
+"""Render one whole conversation from a Jinja template.
+
+A template is code written by users, so it runs in Jinja's sandbox (no reaching
+Python internals) with StrictUndefined (a typo fails loudly, with template and line).
+
+What a template sees:
+    lexicon        the persona's pools: `lexicon.foods` is a list of strings
+    persona        its identity: persona.name, persona.description, persona.user
+    pick(pool)     one item of a list, or of a "a|b|c" string of alternatives
+    pick_n(pool,k) k distinct items, in random order
+    maybe(p=0.5)   True with probability p
+    randint(a, b)  an int in [a, b]
+
+What a template writes: turns, each starting on a line `user:` or `assistant:`;
+lines that follow belong to the same turn. Whitespace is folded, so templates may
+spread a reply over several lines of `{% if %}`. A conversation starts with the user,
+alternates, and ends with the assistant. Slots bound once with `{% set %}` are visible
+to every turn, so a reply can refer to what the user said.
+
+Randomness comes only from a per-sample RNG seeded from (seed, persona, topic, index),
+so a sample is the same whichever process renders it, and in whatever order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import traceback
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
+
+from guppy.errors import GuppyError
+from pipeline.personas import LoadedPersona
+
+Conversation = tuple[tuple[str, str], ...]  # ((role, content), ...)
+
+_TURN = re.compile(r"^\s*(user|assistant):\s?(.*)$")
+_SPACE = re.compile(r"\s+")
+_SPACE_BEFORE_PUNCT = re.compile(r"\s+([.,!?;:])")
+
+
+class Dice:
+    """The template's only source of randomness; reseeded before every sample."""
+
+    def __init__(self) -> None:
+        self.rng = random.Random(0)
+
+    def pick(self, pool):
+        if isinstance(pool, str):
+            pool = pool.split("|")
+        if not pool:
+            raise ValueError("pick() from an empty pool")
+        return pool[self.rng.randrange(len(pool))]
+
+    def pick_n(self, pool, k):
+        if isinstance(pool, str):
+            pool = pool.split("|")
+        return self.rng.sample(list(pool), k)
+
+    def maybe(self, p=0.5):
+        return self.rng.random() < p
+
+    def randint(self, a, b):
+        return self.rng.randint(a, b)
+
+
+def topic_seed(seed: int, persona: str, topic: str) -> int:
+    digest = hashlib.blake2b(f"{seed}\x00{persona}\x00{topic}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def template_location(exc: BaseException, fallback: str) -> str:
+    """'templates/x/y.jinja:LINE' of the innermost template frame of a render error."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.endswith(".jinja")]
+    if frames:
+        return f"{frames[-1].filename}:{frames[-1].lineno}"
+    lineno = getattr(exc, "lineno", None)
+    filename = getattr(exc, "filename", None) or fallback
+    return f"{filename}:{lineno}" if lineno else filename
+
+
+class Renderer:
+    """Compiles a persona's templates once, then renders samples by (topic, index)."""
+
+    def __init__(self, persona: LoadedPersona, seed: int):
+        self.persona = persona
+        spec = persona.spec
+        self.dice = Dice()
+        self.env = SandboxedEnvironment(
+            loader=jinja2.FileSystemLoader([str(d) for d in persona.template_dirs]),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.globals.update(
+            lexicon=spec.lexicon,
+            persona=spec.identity.model_dump(),
+            pick=self.dice.pick,
+            pick_n=self.dice.pick_n,
+            maybe=self.dice.maybe,
+            randint=self.dice.randint,
+        )
+        self.lowercase = spec.style.lowercase
+        self.templates = {name: self._compile(topic.template) for name, topic in spec.topics.items()}
+        self.seeds = {name: topic_seed(seed, spec.name, name) for name in spec.topics}
+
+    def _compile(self, template: str) -> jinja2.Template:
+        try:
+            return self.env.get_template(template)
+        except jinja2.TemplateSyntaxError as e:
+            raise GuppyError(f"{e.filename or template}:{e.lineno}: template syntax error: {e.message}") from None
+        except jinja2.TemplateNotFound as e:
+            raise GuppyError(f"{template}: template not found ({e.message}); looked in "
+                             + ", ".join(str(d) for d in self.persona.template_dirs)) from None
+
+    def render(self, topic: str, index: int) -> Conversation:
+        template = self.templates[topic]
+        self.dice.rng.seed(self.seeds[topic] + index)
+        try:
+            text = template.render()
+        except SecurityError as e:
+            raise GuppyError(f"{template_location(e, template.filename)}: blocked by the sandbox: {e}") from None
+        except (jinja2.TemplateError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
+            raise GuppyError(f"{template_location(e, template.filename)}: {type(e).__name__}: {e}") from None
+        return self._parse(text, template.filename)
+
+    def _parse(self, text: str, filename: str) -> Conversation:
+        turns: list[list[str]] = []
+        for line in text.splitlines():
+            m = _TURN.match(line)
+            if m:
+                turns.append([m.group(1), m.group(2)])
+            elif line.strip():
+                if not turns:
+                    raise GuppyError(f"{filename}: text before the first 'user:' line: {line.strip()!r}")
+                turns[-1][1] += " " + line
+        convo = []
+        for i, (role, content) in enumerate(turns):
+            content = _SPACE_BEFORE_PUNCT.sub(r"\1", _SPACE.sub(" ", content)).strip()
+            expected = "user" if i % 2 == 0 else "assistant"
+            if role != expected or not content:
+                problem = f"turn {i + 1} should be '{expected}:'" if role != expected else f"turn {i + 1} is empty"
+                raise GuppyError(f"{filename}: {problem} (a conversation alternates user/assistant, starting with user)")
+            if role == "assistant" and self.lowercase:
+                content = content.lower()
+            convo.append((role, content))
+        if not convo or convo[-1][0] != "assistant":
+            raise GuppyError(f"{filename}: a conversation must end with an 'assistant:' turn")
+        return tuple(convo)

@@ -1,0 +1,43 @@
+"""The leak-free split rule, shared by the generator and by loaders of outside data.
+
+Rule: conversations are grouped by their *normalized* first user prompt (lowercase,
+punctuation dropped, whitespace folded). Whole groups go to test, in an order fixed by
+a hash of (seed, prompt), until test holds `test_size` of the rows. So a prompt is in
+train or in test, never both, and the split depends only on the prompts and the seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+_NOT_WORD = re.compile(r"[^\w\s']+")
+_SPACE = re.compile(r"\s+")
+
+
+def normalize_prompt(text: str) -> str:
+    return _SPACE.sub(" ", _NOT_WORD.sub(" ", text.lower())).strip()
+
+
+def leak_free_split(prompts: list[str], *, test_size: float, seed: int) -> list[bool]:
+    """Return, for each row, whether it belongs to the test split."""
+    groups: dict[str, list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        groups.setdefault(normalize_prompt(prompt), []).append(i)
+
+    def rank(key: str) -> bytes:
+        return hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest()
+
+    is_test = [False] * len(prompts)
+    budget = round(test_size * len(prompts))
+    taken = 0
+    for key in sorted(groups, key=rank):
+        if taken >= budget:
+            break
+        rows = groups[key]
+        if taken + len(rows) > budget * 1.1 + 1:  # skip a group that would overshoot by far
+            continue
+        for i in rows:
+            is_test[i] = True
+        taken += len(rows)
+    return is_test
