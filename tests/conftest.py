@@ -1,0 +1,54 @@
+"""Shared fixtures: a small persona written to a temporary folder, so tests never depend
+on (or touch) the shipped personas unless they mean to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+MINI_PERSONA = {
+    "identity": {"name": "mini", "description": "a tiny test fish.", "user": "the tester"},
+    "style": {"lowercase": True, "max_sentence_words": 12, "min_reply_words": 2, "max_reply_words": 30},
+    "lexicon": {
+        "foods": ["flakes", "pellets", "bloodworms", "brine shrimp", "peas", "daphnia"],
+        "moods": ["happy", "wiggly", "sleepy", "calm", "bouncy"],
+    },
+    "topics": {
+        "food": {"template": "mini/food.jinja", "weight": 2},
+        "mood": {"template": "mini/mood.jinja", "weight": 1},
+    },
+    "associations": {
+        "food": {"kind": "cue", "expect": ["food", "flakes", "pellets"], "topics": ["food"],
+                 "probes": ["what do you dream of eating"]},
+    },
+}
+
+FOOD = """{% set food = pick(lexicon.foods) %}
+user: {{ pick(["are you hungry", "do you want " ~ food, "is it time for " ~ food, "food?", "hi fish, hungry"]) }} {{ pick("now|today|tonight|") }}
+assistant: {{ pick("yes|oh yes|always|food") }}. {{ food }} {{ pick("is the best|is good|makes me happy") }}.
+{% if maybe() %}i love food.{% endif %} {{ pick("blub.|more please.|") }} {{ randint(1, 50) }} {{ pick(lexicon.moods) }}.
+"""
+
+MOOD = """user: how are you {{ pick("today|now|this morning|tonight|fish") }}
+assistant: i feel {{ pick(lexicon.moods) }}. {{ pick("the water is nice.|i swam a lot.|i saw a bubble.") }} {{ randint(1, 90) }}.
+"""
+
+
+def write_persona(root: Path, spec: dict | None = None, templates: dict[str, str] | None = None) -> Path:
+    """Write personas/<name>.yaml and templates/ under root; return the YAML path."""
+    spec = spec if spec is not None else MINI_PERSONA
+    templates = templates if templates is not None else {"mini/food.jinja": FOOD, "mini/mood.jinja": MOOD}
+    for rel, text in templates.items():
+        (root / "templates" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / "templates" / rel).write_text(text)
+    path = root / "personas" / f"{spec['identity']['name']}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def mini(tmp_path) -> Path:
+    return write_persona(tmp_path)
