@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RUNS_DIR = Path("runs")
+COMPARE_DIR = RUNS_DIR / "compare"  # `guppy compare`: matrix.json, matrix.png
 
 
 @dataclass(frozen=True)
