@@ -19,14 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 _SENTENCE_END = re.compile(r"[.!?]+")
 
 
-@functools.lru_cache(maxsize=4096)
-def _phrase_pattern(phrase: str) -> re.Pattern:
-    return re.compile(rf"(?<!\w){re.escape(phrase.lower())}(?!\w)")
+@functools.lru_cache(maxsize=1024)
+def phrases_pattern(phrases: tuple[str, ...]) -> re.Pattern:
+    """One regex that finds any of the phrases as whole words: 'eat' in 'i eat.', not in 'great'."""
+    alternatives = "|".join(re.escape(p.lower()) for p in sorted(phrases, key=len, reverse=True))
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
 
-def contains_phrase(text: str, phrase: str) -> bool:
-    """Whole-word, case-insensitive containment: 'eat' is in 'i eat.' but not in 'great'."""
-    return _phrase_pattern(phrase).search(text.lower()) is not None
+def contains_any(text: str, phrases: list[str] | tuple[str, ...]) -> bool:
+    return bool(phrases) and phrases_pattern(tuple(phrases)).search(text) is not None
 
 
 class Strict(BaseModel):
@@ -67,7 +68,7 @@ class Style(Strict):
             "lowercase": reply == reply.lower() if self.lowercase else True,
             "sentence_length": all(len(s.split()) <= self.max_sentence_words for s in sentences),
             "reply_length": self.min_reply_words <= len(words) <= self.max_reply_words,
-            "no_banned_words": not any(contains_phrase(reply, w) for w in self.banned_words),
+            "no_banned_words": not contains_any(reply, self.banned_words),
         }
 
 
@@ -98,7 +99,7 @@ class Association(Strict):
 
     def hit(self, reply: str) -> bool:
         """Does this reply show the association (contain one of the expected words)?"""
-        return any(contains_phrase(reply, w) for w in self.expect)
+        return contains_any(reply, self.expect)
 
 
 class Persona(Strict):
