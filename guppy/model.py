@@ -1,0 +1,265 @@
+"""The model: a vanilla GPT-2-style decoder, small enough to read in one sitting.
+
+Learned positions, pre-LayerNorm blocks, multi-head causal attention, a ReLU/GELU MLP and an
+LM head tied to the token embedding. Module and parameter names are GPT-2's (`transformer.wte`,
+`h.0.attn.c_attn`, `ln_f`, ...) so a checkpoint maps one to one onto Hugging Face's
+`GPT2LMHeadModel`; GPT-2 stores its Linear weights transposed (Conv1D), which the exporter undoes.
+
+Read top to bottom: config, attention, MLP, block, model, KV cache.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import pydantic
+import torch
+import torch.nn as nn
+from pydantic import ConfigDict, Field
+from torch.nn import functional as F
+
+from guppy.errors import GuppyError
+
+
+class ModelConfig(pydantic.BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    vocab_size: int = Field(gt=0, description="Tokens the model knows: the tokenizer's vocabulary size.")
+    context: int = Field(128, gt=0, description="Longest sequence the model sees, in tokens (learned positions).")
+    n_layer: int = Field(gt=0, description="Transformer blocks.")
+    n_head: int = Field(gt=0, description="Attention heads per block; must divide d_model.")
+    d_model: int = Field(gt=0, description="Width of the residual stream (embedding size).")
+    d_ff: int = Field(gt=0, description="Hidden width of each block's MLP.")
+    activation: Literal["relu", "gelu"] = Field("relu", description="MLP activation; gelu is GPT-2's tanh form.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on embeddings, attention and residuals.")
+
+    @pydantic.model_validator(mode="after")
+    def _heads_divide_width(self) -> "ModelConfig":
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_head ({self.n_head})")
+        return self
+
+
+PRESETS: dict[str, dict] = {
+    # 0.8M parameters besides the embeddings: ~14K tokens/s of fp32 training on a quiet 2-core
+    # CPU (batch 32 x 128), so ~2.5M tokens in ~3 minutes.
+    "tiny": dict(n_layer=4, n_head=4, d_model=128, d_ff=512, context=128),
+    # The reference GuppyLM's shape: 8.7M parameters at vocab 4096 (tied head).
+    "guppy": dict(n_layer=6, n_head=6, d_model=384, d_ff=768, context=128),
+}
+
+
+def model_config(preset: str, vocab_size: int) -> ModelConfig:
+    if preset not in PRESETS:
+        raise GuppyError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
+    return ModelConfig(vocab_size=vocab_size, **PRESETS[preset])
+
+
+def reference_attention(q, k, v, mask=None, dropout_p=0.0):
+    """Attention in its four lines; the fast path must agree with it (tests/test_model.py).
+
+    q (B, nh, T, hs), k and v (B, nh, S, hs): the T queries are the last T of the S keys.
+    mask (B, 1, T, S) bool, True where a query may look; None means plainly causal."""
+    if mask is None:
+        T, S = q.size(-2), k.size(-2)
+        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=S - T)
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, S)
+    att = att.masked_fill(~mask, float("-inf"))
+    att = F.softmax(att, dim=-1)
+    att = F.dropout(att, dropout_p) if dropout_p else att  # where SDPA drops too: the weights
+    return att @ v  # (B, nh, T, hs)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.n_head, self.d_model, self.layer = config.n_head, config.d_model, layer
+        self.c_attn = nn.Linear(config.d_model, 3 * config.d_model)  # q, k, v in one matmul, as in GPT-2
+        self.c_proj = nn.Linear(config.d_model, config.d_model)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.reference = False  # True: use the four readable lines instead of the fused kernel
+
+    def forward(self, x, mask=None, kv_cache=None):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.d_model, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if kv_cache is not None:
+            k, v = kv_cache.store(self.layer, k, v)  # (B, nh, S, hs): everything so far
+        p = self.dropout if self.training else 0.0
+        if self.reference:
+            y = reference_attention(q, k, v, mask, dropout_p=p)
+        else:
+            # is_causal aligns its triangle top-left, right only when queries and keys are the same
+            # tokens; with a cache prefix or padding the caller passes an explicit mask instead.
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.d_model, config.d_ff)
+        # GPT-2's "gelu_new" is the tanh approximation; using it keeps the export exact.
+        self.act = nn.ReLU() if config.activation == "relu" else nn.GELU(approximate="tanh")
+        self.c_proj = nn.Linear(config.d_ff, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.d_model, eps=1e-5)
+        self.attn = CausalSelfAttention(config, layer)
+        self.ln_2 = nn.LayerNorm(config.d_model, eps=1e-5)
+        self.mlp = MLP(config)
+
+    def forward(self, x, mask=None, kv_cache=None):
+        x = x + self.attn(self.ln_1(x), mask, kv_cache)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.d_model),
+            wpe=nn.Embedding(config.context, config.d_model),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.d_model, eps=1e-5),
+        ))
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        # Weight tying (Press & Wolf 2017): one matrix reads and writes tokens. At the guppy shape
+        # it saves 1.6M of 10.3M parameters, and GPT-2 does the same.
+        self.lm_head.weight = self.transformer.wte.weight
+        self.apply(self._init_weights)
+        # GPT-2: scale the projections that write into the residual stream by 1/sqrt(2 * n_layer),
+        # since 2 of them per block add up along the depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx, targets=None, *, kv_cache=None, pad_mask=None, last_only=False):
+        """idx (B, T) token ids -> (logits (B, T, vocab), loss or None).
+
+        targets (B, T): the next token at each position, -1 where nothing is to be learned.
+        kv_cache: from `new_kv_cache`; idx are then the tokens that follow what it holds.
+        pad_mask (B, T) bool: False on left-padding, which nothing attends to and which does
+            not count as a position, so a padded prompt gives the same logits as alone.
+        last_only: compute logits for the last position only (sampling needs no more)."""
+        B, T = idx.size()
+        start = kv_cache.length if kv_cache is not None else 0
+        assert start + T <= self.config.context, f"{start + T} tokens > context {self.config.context}"
+        if kv_cache is None and pad_mask is None:  # training: every row starts at position 0
+            pos, mask = torch.arange(T, device=idx.device), None  # None: SDPA builds the causal mask itself
+        else:
+            real = torch.ones_like(idx, dtype=torch.bool) if pad_mask is None else pad_mask  # (B, T)
+            seen = kv_cache.seen[:, None] if kv_cache is not None else 0  # real tokens before idx, per row
+            pos = (seen + real.cumsum(dim=1) - 1).clamp(min=0)  # (B, T): padding is not a position
+            mask = attention_mask(kv_cache.remember(real) if kv_cache is not None else real, T)
+
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        for block in self.transformer.h:
+            x = block(x, mask, kv_cache)
+        x = self.transformer.ln_f(x)
+        if kv_cache is not None:
+            kv_cache.advance(real)
+
+        if targets is not None:
+            logits = self.lm_head(x)  # (B, T, vocab)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+            return logits, loss
+        logits = self.lm_head(x[:, [-1], :] if last_only else x)  # (B, 1 or T, vocab)
+        return logits, None
+
+    def new_kv_cache(self, batch_size: int, length: int | None = None) -> "KVCache":
+        """An empty cache for `batch_size` sequences of at most `length` tokens (default: context)."""
+        p = self.lm_head.weight
+        return KVCache(self.config, batch_size, length or self.config.context, device=p.device, dtype=p.dtype)
+
+    def num_params(self) -> int:
+        """Every parameter once: the tied head is wte, so it is not counted twice."""
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_token(self) -> int:
+        """Training FLOPs (forward + backward) per token, as in PaLM appendix B and nanoGPT:
+        6 per weight that multiplies (2 forward, 4 backward), plus the attention scores and
+        mixing at full context. Position embeddings are a lookup, not a matmul, so they are left out."""
+        c = self.config
+        n = self.num_params() - self.transformer.wpe.weight.numel()
+        return 6 * n + 12 * c.n_layer * c.d_model * c.context
+
+    def configure_optimizer(self, *, lr: float, weight_decay: float, betas=(0.9, 0.95), device_type: str):
+        """AdamW that decays matrices and embeddings (>= 2-D) but not biases and LayerNorm gains."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
+
+
+def attention_mask(key_ok, T):
+    """(B, 1, T, S) bool, True where a query may attend a key, for the last T of S tokens:
+    causal, never into padding (key_ok (B, S) False), and always to itself, so that a
+    padding query's row is never all -inf (softmax would make NaN and spread it)."""
+    S = key_ok.size(1)
+    q = torch.arange(S - T, S, device=key_ok.device)[:, None]  # (T, 1) query positions
+    k = torch.arange(S, device=key_ok.device)[None, :]  # (1, S) key positions
+    return ((k <= q) & key_ok[:, None, None, :]) | (k == q)
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far, allocated once.
+
+    Generation feeds one token per row per step; without the cache each step would recompute
+    the keys and values of the whole prefix. Slots are shared by the batch: a left-padded row
+    fills its first slots with padding, which `valid` marks so that attention skips them."""
+
+    def __init__(self, config: ModelConfig, batch_size: int, length: int, *, device, dtype):
+        hs = config.d_model // config.n_head
+        shape = (config.n_layer, batch_size, config.n_head, length, hs)
+        # zeros, not empty: touching every page now (0.1 s at the guppy shape, 256 rows) costs far
+        # less than page faults later, when each step's new slot of each row and head lands in a
+        # page of its own (1.6 s more over 48 steps, measured on a 2-core CPU).
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.valid = torch.zeros(batch_size, length, dtype=torch.bool, device=device)  # (B, slots)
+        self.seen = torch.zeros(batch_size, dtype=torch.long, device=device)  # real tokens per row
+        self.length = 0  # slots filled
+
+    def remember(self, real):
+        """Mark which of the next T slots hold real tokens; return (B, S) validity up to them."""
+        T = real.size(1)
+        assert self.length + T <= self.valid.size(1), "KV cache is full"
+        self.valid[:, self.length:self.length + T] = real
+        return self.valid[:, :self.length + T]
+
+    def store(self, layer: int, k, v):
+        """Write this step's k, v (B, nh, T, hs) of one layer; return all of them (B, nh, S, hs)."""
+        end = self.length + k.size(2)
+        self.k[layer, :, :, self.length:end] = k
+        self.v[layer, :, :, self.length:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, real):
+        self.length += real.size(1)
+        self.seen += real.sum(dim=1)

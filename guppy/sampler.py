@@ -1,0 +1,107 @@
+"""Sampling from a model: batched, with a KV cache, one token per step.
+
+`generate` sees only token ids and yields each step's new tokens as they come, so a chat can
+stream them; `complete` is the convenience on top: chats in, reply strings out.
+
+Prompts of different lengths share a batch by left-padding: every row's last prompt token sits
+in the same column, so one step appends one column. The model is told where the padding is
+(`pad_mask`): nothing attends to it and it does not count as a position, so a prompt gets the
+same logits in any batch as alone (tests/test_sampler.py checks it for greedy decoding).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+
+def sample_next(logits, *, temperature: float, top_k: int | None, top_p: float | None, generator=None):
+    """logits (B, vocab) -> (B,) next tokens. temperature 0 is argmax (greedy)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None:  # keep the k most likely
+        kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, [-1]]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None:  # keep the fewest most likely tokens whose probability adds up to top_p
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # mass of the more likely tokens; 0 for the first
+        sorted_logits = sorted_logits.masked_fill(before >= top_p, float("-inf"))
+        logits = logits.scatter(-1, order, sorted_logits)
+    # Inverse-CDF sampling: one uniform number per row picks where it falls in the cumulative
+    # probabilities. Same distribution as torch.multinomial, which takes 25 ms a step at
+    # 256 x 4096 on a 2-core CPU (this takes ~1 ms).
+    cdf = logits.softmax(dim=-1).cumsum(dim=-1)  # (B, vocab)
+    u = torch.rand(cdf.size(0), 1, generator=generator, device=cdf.device) * cdf[:, -1:]  # (B, 1)
+    return torch.searchsorted(cdf, u, right=True).squeeze(1)
+
+
+@torch.inference_mode()
+def generate(model, prompts: list[list[int]], *, max_new_tokens: int = 48, temperature: float = 0.8,
+             top_k: int | None = None, top_p: float | None = None, stop_id: int,
+             generator: torch.Generator | None = None, use_cache: bool = True) -> Iterator[torch.Tensor]:
+    """Yield a (B,) LongTensor of new tokens per step until every row has produced `stop_id`
+    or `max_new_tokens` steps. A finished row yields `stop_id` from then on.
+
+    Prompts longer than the context allows are cut from the left, keeping room for the reply;
+    the reply is cut where prompt + reply would pass the context."""
+    context = model.config.context
+    device = model.lm_head.weight.device
+    prompts = [p[-max(1, context - max_new_tokens):] for p in prompts]
+    width = max(len(p) for p in prompts)
+    steps = min(max_new_tokens, context - width)
+    idx = torch.tensor([[0] * (width - len(p)) + p for p in prompts], device=device)  # (B, width), any pad id
+    pad_mask = None  # None when no row is padded: the model takes its fastest path
+    if any(len(p) < width for p in prompts):
+        pad_mask = torch.tensor([[False] * (width - len(p)) + [True] * len(p) for p in prompts], device=device)
+    cache = model.new_kv_cache(len(prompts), width + steps) if use_cache else None
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+
+    x, x_mask = idx, pad_mask  # the first step reads the whole prompt, later ones one token
+    for _ in range(steps):
+        logits, _ = model(x, kv_cache=cache, pad_mask=x_mask, last_only=True)  # (B, 1, vocab)
+        token = sample_next(logits[:, -1, :], temperature=temperature, top_k=top_k, top_p=top_p,
+                            generator=generator)
+        token = token.masked_fill(done, stop_id)  # (B,)
+        yield token
+        done |= token == stop_id
+        if done.all():
+            return
+        if use_cache:
+            x, x_mask = token[:, None], None
+        else:  # recompute everything from the start, as the reference does
+            idx = torch.cat([idx, token[:, None]], dim=1)
+            if pad_mask is not None:
+                pad_mask = torch.cat([pad_mask, torch.ones_like(done)[:, None]], dim=1)
+            x, x_mask = idx, pad_mask
+
+
+def complete(model, tokenizer, chats: list[list[dict]] | list[str], *, max_new_tokens: int = 48,
+             temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None,
+             seed: int | None = 0, batch_size: int = 256, use_cache: bool = True) -> list[str]:
+    """The reply to each chat (a str is one user message), decoded up to the end of its turn.
+    The same seed and inputs give the same replies; seed None draws from torch's global RNG."""
+    chats = [[{"role": "user", "content": c}] if isinstance(c, str) else c for c in chats]
+    prompts = [tokenizer.encode_prompt(chat) for chat in chats]
+    device = model.lm_head.weight.device
+    generator = None if seed is None else torch.Generator(device).manual_seed(seed)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths together: less padding
+    replies = [""] * len(prompts)
+    was_training = model.training
+    model.eval()  # dropout off while sampling
+    try:
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            steps = list(generate(model, [prompts[i] for i in rows], max_new_tokens=max_new_tokens,
+                                  temperature=temperature, top_k=top_k, top_p=top_p,
+                                  stop_id=tokenizer.im_end_id, generator=generator, use_cache=use_cache))
+            tokens = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in rows]  # (B, steps)
+            for i, ids in zip(rows, tokens):
+                if tokenizer.im_end_id in ids:
+                    ids = ids[:ids.index(tokenizer.im_end_id)]
+                replies[i] = tokenizer.decode(ids).strip()
+    finally:
+        model.train(was_training)
+    return replies

@@ -1,0 +1,143 @@
+"""The sampler: the cache and the batch change no greedy token; seeds, limits and the
+end-of-turn token behave; sampling follows the model's distribution."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from guppy.model import GPT, ModelConfig
+from guppy.sampler import complete, generate, sample_next
+from guppy.tokenizer import train_tokenizer
+
+NO_STOP = -1  # a stop id no model can produce: every row runs to max_new_tokens
+
+
+def tiny_model(vocab_size: int = 64, context: int = 64) -> GPT:
+    torch.manual_seed(0)
+    return GPT(ModelConfig(vocab_size=vocab_size, context=context, n_layer=2, n_head=4, d_model=32, d_ff=64)).eval()
+
+
+def tokens(model, prompts, **kwargs) -> list[list[int]]:
+    """Run `generate` to the end; one list of new tokens per prompt."""
+    steps = list(generate(model, prompts, **{"stop_id": NO_STOP, "temperature": 0.0, **kwargs}))
+    return torch.stack(steps, dim=1).tolist() if steps else [[] for _ in prompts]
+
+
+PROMPTS = [[5, 9, 2, 33, 7], [1], [40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50], [3, 3, 3]]
+
+
+def test_kv_cache_greedy_equals_no_cache_greedy():
+    model = tiny_model()
+    assert tokens(model, PROMPTS, max_new_tokens=20) == tokens(model, PROMPTS, max_new_tokens=20, use_cache=False)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_batched_greedy_equals_one_by_one_with_prompts_of_different_lengths(use_cache):
+    model = tiny_model()
+    batched = tokens(model, PROMPTS, max_new_tokens=20, use_cache=use_cache)
+    alone = [tokens(model, [p], max_new_tokens=20, use_cache=use_cache)[0] for p in PROMPTS]
+    assert batched == alone
+
+
+def test_temperature_zero_is_deterministic():
+    model = tiny_model()
+    assert tokens(model, PROMPTS, max_new_tokens=12) == tokens(model, PROMPTS, max_new_tokens=12)
+
+
+def test_same_seed_same_sample_and_other_seed_another():
+    model = tiny_model()
+
+    def sample(seed):
+        return tokens(model, PROMPTS, max_new_tokens=16, temperature=1.0, generator=torch.Generator().manual_seed(seed))
+
+    assert sample(1) == sample(1)
+    assert sample(1) != sample(2)
+
+
+def test_top_k_1_equals_greedy():
+    model = tiny_model()
+    greedy = tokens(model, PROMPTS, max_new_tokens=12)
+    assert tokens(model, PROMPTS, max_new_tokens=12, temperature=1.5, top_k=1) == greedy
+    assert tokens(model, PROMPTS, max_new_tokens=12, temperature=1.5, top_p=1e-6) == greedy
+
+
+def test_max_new_tokens_is_respected():
+    model = tiny_model()
+    assert [len(t) for t in tokens(model, PROMPTS, max_new_tokens=7)] == [7] * len(PROMPTS)
+    assert tokens(model, PROMPTS, max_new_tokens=0) == [[] for _ in PROMPTS]
+
+
+def test_long_prompt_is_cut_from_the_left_to_fit_the_context():
+    model = tiny_model(context=16)
+    long = list(range(1, 40))
+    out = tokens(model, [long], max_new_tokens=6)[0]
+    assert len(out) == 6
+    assert out == tokens(model, [long[-10:]], max_new_tokens=6)[0]  # 10 prompt + 6 new = 16
+    assert len(tokens(model, [long], max_new_tokens=40)[0]) == 15  # at least one prompt token stays
+
+
+def test_stops_at_end_of_turn_token():
+    model = tiny_model()
+    free = tokens(model, PROMPTS, max_new_tokens=20)
+    stop = free[0][3]  # the 4th token of the first reply becomes the end-of-turn token
+    out = tokens(model, PROMPTS, max_new_tokens=20, stop_id=stop)
+    for row, free_row in zip(out, free):
+        i = free_row.index(stop) if stop in free_row else len(free_row)
+        assert row[:i] == free_row[:i]  # the same until it says the stop token,
+        assert all(t == stop for t in row[i:])  # then only the stop token
+
+
+def test_generation_ends_once_every_row_has_stopped():
+    model = tiny_model()
+    stop = tokens(model, [PROMPTS[0]], max_new_tokens=1)[0][0]  # its very first greedy token
+    assert tokens(model, [PROMPTS[0]], max_new_tokens=20, stop_id=stop) == [[stop]]
+
+
+def test_sampling_follows_the_distribution_and_never_picks_what_top_k_removed():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(20_000, 1)
+    g = torch.Generator().manual_seed(0)
+    picks = sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=g)
+    freq = torch.bincount(picks, minlength=4) / len(picks)
+    torch.testing.assert_close(freq, torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.015, rtol=0)
+    picks = sample_next(logits, temperature=1.0, top_k=2, top_p=None, generator=g)
+    assert set(picks.tolist()) == {0, 1}
+    picks = sample_next(logits, temperature=1.0, top_k=None, top_p=0.7, generator=g)  # 0.5 + 0.3 reach 0.7
+    assert set(picks.tolist()) == {0, 1}
+
+
+@pytest.fixture(scope="module")
+def chat_setup():
+    tok = train_tokenizer(["what do you love? food. i love food! the water is warm."] * 20, vocab_size=300)
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=tok.vocab_size, context=64, n_layer=2, n_head=2, d_model=32, d_ff=64))
+    return model.eval(), tok
+
+
+def test_complete_same_seed_same_replies(chat_setup):
+    model, tok = chat_setup
+    chats = ["what do you love", [{"role": "user", "content": "hi"}], "the water"]
+    first = complete(model, tok, chats, seed=3, max_new_tokens=10, temperature=1.0)
+    assert first == complete(model, tok, chats, seed=3, max_new_tokens=10, temperature=1.0)
+    assert first != complete(model, tok, chats, seed=4, max_new_tokens=10, temperature=1.0)
+    assert len(first) == 3 and all(isinstance(r, str) for r in first)
+
+
+def test_complete_str_is_one_user_message_and_batching_changes_no_greedy_reply(chat_setup):
+    model, tok = chat_setup
+    chats = ["what do you love", "hi", "is the water warm today, fish?"]
+    as_messages = [[{"role": "user", "content": c}] for c in chats]
+    replies = complete(model, tok, chats, temperature=0.0, max_new_tokens=12)
+    assert replies == complete(model, tok, as_messages, temperature=0.0, max_new_tokens=12, batch_size=1)
+
+
+def test_complete_reply_is_the_text_before_end_of_turn(chat_setup):
+    model, tok = chat_setup
+    prompt = tok.encode_prompt([{"role": "user", "content": "hi"}])
+    steps = list(generate(model, [prompt], max_new_tokens=10, temperature=0.0, stop_id=tok.im_end_id))
+    ids = [int(s[0]) for s in steps]
+    if tok.im_end_id in ids:
+        ids = ids[:ids.index(tok.im_end_id)]
+    model.train()
+    assert complete(model, tok, ["hi"], temperature=0.0, max_new_tokens=10) == [tok.decode(ids).strip()]
+    assert model.training  # sampled in eval mode, then left as it was

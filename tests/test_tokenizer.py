@@ -1,0 +1,108 @@
+"""The tokenizer: lossless, ChatML turns, the right learn mask, and readable by transformers."""
+
+from __future__ import annotations
+
+import pytest
+
+from guppy.errors import GuppyError
+from guppy.tokenizer import IM_END, IM_START, PAD, ChatTokenizer, train_tokenizer
+
+CHAT = [
+    {"role": "user", "content": "what do you love"},
+    {"role": "assistant", "content": "food. i love food!"},
+    {"role": "user", "content": "and the water?"},
+    {"role": "assistant", "content": "the water is nice, it's warm."},
+]
+CORPUS = [
+    "what do you love? food. i love food! flakes and pellets.",
+    "the water is nice, it's warm. i'm a fish and i don't know money.",
+    "are you hungry 42 times a day? yes, 7 pellets, 1000 flakes.",
+] * 30
+
+
+@pytest.fixture(scope="module")
+def tok() -> ChatTokenizer:
+    return train_tokenizer(CORPUS, vocab_size=400)
+
+
+@pytest.mark.parametrize("text", [
+    "hello world, this is plain ascii.",
+    "0123456789 3.14159 -42 1,000,000",
+    "it's, don't, i'm, we'll, they've, you'd, I'M",
+    "café naïve 日本語 🐟🫧 Ωμέγα ﷽",
+    "  leading and trailing spaces \n\n\t tabs and newlines  ",
+])
+def test_encode_decode_round_trips(tok, text):
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_vocab_is_what_the_corpus_supports():
+    small = train_tokenizer(["a tiny corpus, only a few words."], vocab_size=4096)
+    assert 256 + 3 <= small.vocab_size < 4096  # every byte + the special tokens, a few merges, no padding
+
+
+def test_special_tokens_are_single_ids(tok):
+    assert (tok.pad_id, tok.im_start_id, tok.im_end_id) == (0, 1, 2)
+    assert tok.encode(IM_START + IM_END + PAD) == [1, 2, 0]
+
+
+def test_decode_skips_special_tokens(tok):
+    ids, _ = tok.encode_chat(CHAT[:2])
+    assert tok.decode(ids) == "user\nwhat do you love\nassistant\nfood. i love food!\n"
+
+
+def test_encode_chat_is_chatml(tok):
+    ids, mask = tok.encode_chat(CHAT)
+    text = "".join(f"{IM_START}{m['role']}\n{m['content']}{IM_END}\n" for m in CHAT)
+    assert ids == tok.encode(text)
+    assert len(mask) == len(ids)
+
+
+def test_learn_mask_covers_exactly_assistant_content_and_its_end(tok):
+    ids, mask = tok.encode_chat(CHAT)
+    learned = [i for i, m in zip(ids, mask) if m]
+    replies = [m["content"] for m in CHAT if m["role"] == "assistant"]
+    assert learned == tok.encode(replies[0]) + [tok.im_end_id] + tok.encode(replies[1]) + [tok.im_end_id]
+    # and the learned tokens are where the replies are, not copies of them elsewhere
+    assert tok.decode([i for i, m in zip(ids, mask) if not m]) == (
+        "user\nwhat do you love\nassistant\n\nuser\nand the water?\nassistant\n\n")
+
+
+def test_encode_prompt_is_chat_so_far_then_assistant_header(tok):
+    ids, _ = tok.encode_chat(CHAT[:3])
+    assert tok.encode_prompt(CHAT[:3]) == ids + [tok.im_start_id] + tok.encode("assistant\n")
+
+
+def test_transformers_chat_template_matches_encode_prompt_and_encode_chat(tok, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    tok.save(tmp_path)
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    for chat in (CHAT[:1], CHAT[:3], [{"role": "user", "content": "  spaces first"}]):
+        got = hf.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=False)
+        assert list(got) == tok.encode_prompt(chat)
+    got = hf.apply_chat_template(CHAT, tokenize=True, return_dict=False)
+    assert list(got) == tok.encode_chat(CHAT)[0]
+    assert hf.eos_token_id == tok.im_end_id and hf.pad_token_id == tok.pad_id
+    assert hf.decode(tok.encode("it's 42 🐟")) == "it's 42 🐟"
+
+
+def test_save_then_load_keeps_ids_and_fingerprint(tok, tmp_path):
+    tok.save(tmp_path)
+    back = ChatTokenizer.load(tmp_path)
+    assert back.fingerprint() == tok.fingerprint()
+    assert back.encode_chat(CHAT) == tok.encode_chat(CHAT)
+    assert back.vocab_size == tok.vocab_size
+
+
+def test_fingerprint_differs_for_another_corpus(tok):
+    other = train_tokenizer(["something else entirely, about cats."] * 10, vocab_size=400)
+    assert other.fingerprint() != tok.fingerprint()
+    assert len(tok.fingerprint()) == 16
+
+
+def test_load_missing_or_corrupt_tokenizer_is_a_user_error(tmp_path):
+    with pytest.raises(GuppyError, match="tokenizer.json"):
+        ChatTokenizer.load(tmp_path)
+    (tmp_path / "tokenizer.json").write_text("{ not json")
+    with pytest.raises(GuppyError, match=str(tmp_path)):
+        ChatTokenizer.load(tmp_path)
