@@ -1,0 +1,93 @@
+"""`guppy chat`: one reply to --prompt, or a conversation in the terminal that streams tokens.
+
+The history is trimmed, oldest messages first, so that the prompt plus the longest reply fit in
+the model's context; a model of 128 tokens remembers a few short turns, no more.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from guppy.checkpoint import load_model, persona_run
+from guppy.sampler import complete, generate
+
+QUIT_WORDS = {"quit", "exit", ":q", "/quit", "/exit"}
+
+
+def trim_history(history: list[dict], tokenizer, budget: int) -> list[dict]:
+    """Drop the oldest messages until the prompt fits in `budget` tokens and starts with the user
+    (as every training conversation does); the newest message always stays."""
+    while len(history) > 1 and (history[0]["role"] != "user" or len(tokenizer.encode_prompt(history)) > budget):
+        history = history[1:]
+    return history
+
+
+def stream_reply(model, tokenizer, history: list[dict], *, max_new_tokens: int, temperature: float,
+                 top_k: int | None, top_p: float | None, generator: torch.Generator | None) -> str:
+    """Print the reply as its tokens come; return it."""
+    ids, shown = [], ""
+    prompt = tokenizer.encode_prompt(history)
+    for token in generate(model, [prompt], max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                          top_p=top_p, stop_id=tokenizer.im_end_id, generator=generator):
+        if int(token[0]) == tokenizer.im_end_id:
+            break
+        ids.append(int(token[0]))
+        text = tokenizer.decode(ids).lstrip()
+        if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+            continue
+        print(text[len(shown):], end="", flush=True)
+        shown = text
+    print(flush=True)
+    return tokenizer.decode(ids).strip()
+
+
+def chat(*, persona: str, run: Path | None = None, prompt: str | None = None, temperature: float = 0.8,
+         top_k: int | None = None, top_p: float | None = 0.95, seed: int | None = None,
+         max_new_tokens: int = 64) -> str | None:
+    """With `prompt`: print one reply and return it (the same seed gives the same reply).
+    Without: chat until quit, exit, Ctrl-D or Ctrl-C."""
+    paths = persona_run(persona, run)
+    model, tokenizer, _ = load_model(paths.root)
+    name = Path(persona).stem if str(persona).endswith((".yaml", ".yml")) else persona
+    if prompt is not None:
+        reply = complete(model, tokenizer, [prompt], max_new_tokens=max_new_tokens, temperature=temperature,
+                         top_k=top_k, top_p=top_p, seed=seed, batch_size=1)[0]
+        print(reply, flush=True)
+        return reply
+
+    context = model.config.context
+    max_new_tokens = min(max_new_tokens, context // 2)  # leave room to remember something
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    print(f"chatting with {name} ({paths.root}); type quit or press Ctrl-D to leave", flush=True)
+    history: list[dict] = []
+    while True:
+        try:
+            text = input("you: ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print(flush=True)
+            return None
+        if text.lower() in QUIT_WORDS:
+            return None
+        if not text:
+            continue
+        history = trim_history(history + [{"role": "user", "content": text}], tokenizer, context - max_new_tokens)
+        print(f"{name}: ", end="", flush=True)
+        try:
+            reply = stream_reply(model, tokenizer, history, max_new_tokens=max_new_tokens, temperature=temperature,
+                                 top_k=top_k, top_p=top_p, generator=generator)
+        except KeyboardInterrupt:
+            print(flush=True)
+            return None
+        history.append({"role": "assistant", "content": reply})
+
+
+def sample_replies(*, persona: str, run: Path | None = None, seed: int = 0, n: int = 4) -> list[tuple[str, str]]:
+    """A few (prompt, reply) pairs to show after `guppy run`: the persona's probes, else greetings."""
+    from pipeline.personas import load_persona
+
+    loaded = load_persona(persona)
+    prompts = (loaded.spec.probes() + ["hi", "how are you", "what do you like", "tell me something"])[:n]
+    model, tokenizer, _ = load_model(persona_run(loaded.name, run).root)
+    return list(zip(prompts, complete(model, tokenizer, prompts, seed=seed, temperature=0.8, top_p=0.95)))

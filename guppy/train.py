@@ -1,0 +1,577 @@
+"""The one trainer, shared by every persona.
+
+    data       load the DatasetDict, train the tokenizer on the train split (or reuse the run's
+               on --resume), tokenize, pack into rows of context + 1 tokens (guppy/data.py)
+    model      GPT of the preset's shape; AdamW (fused on CUDA); torch.compile where it pays
+    loop       set lr -> eval + checkpoint -> micro-steps -> clip -> step -> log
+    outputs    runs/PERSONA/: ckpt/best, ckpt/last (resumable), metrics.jsonl, loss.png,
+               train_config.json (the resolved config)
+
+Under `torchrun --nproc_per_node=N` every process reads a disjoint shard of each global batch
+and DDP averages the gradients (gloo on CPU, NCCL on GPU); only rank 0 writes files. The loss is
+normalized by the assistant tokens of the whole global batch, so N processes take the same steps
+as one (tests/test_ddp.py).
+
+Reproducibility: the model is initialized from the seed, the conversation order of epoch e is a
+pure function of (seed, e), and a resumable checkpoint holds the optimizer moments and every RNG
+state, so `--resume` continues the exact curve of an uninterrupted run (tests/test_train.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import threading
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from guppy.atomic import atomic_dir, atomic_file
+from guppy.checkpoint import (load_trainer_state, optimizer_tensors, persona_run, read_meta, restore_optimizer,
+                              restore_rng, rng_tensors, save_checkpoint)
+from guppy.data import Tokenized, epoch_order, flat_messages, load_conversations, pack, tokenize
+from guppy.errors import GuppyError
+from guppy.paths import RunPaths
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides a training run. Defaults are the `tiny` preset's; PRESET_DEFAULTS
+    overrides them per preset. Saved beside the run (train_config.json) and in every checkpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str = Field("tiny", description="Model shape: tiny (a laptop CPU) or guppy (8.7M, wants a GPU).")
+    max_steps: int = Field(900, gt=0, description="Optimizer steps.")
+    batch_size: int = Field(16, gt=0, description="Rows of context tokens per optimizer step, over all processes.")
+    grad_accum: int = Field(1, gt=0, description="Micro-steps per optimizer step (same result, less memory).")
+    lr: float = Field(4e-3, gt=0, description="Peak learning rate, reached after the warmup.")
+    min_lr: float | None = Field(None, ge=0, description="Learning rate at the end of the cosine (default lr/10).")
+    warmup_steps: int = Field(100, ge=0, description="Steps of linear warmup from 0 to lr.")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay on matrices and embeddings.")
+    beta2: float = Field(0.99, gt=0, lt=1, description="AdamW's beta2 (beta1 is 0.9).")
+    grad_clip: float = Field(1.0, ge=0, description="Clip the gradient norm to this; 0 turns clipping off.")
+    eval_every: int = Field(300, gt=0, description="Steps between held-out evaluations and checkpoints.")
+    eval_batches: int = Field(8, gt=0, description="Batches of the test split in each held-out evaluation.")
+    log_every: int = Field(10, gt=0, description="Steps between training-loss logs; must divide eval_every.")
+    seed: int = Field(0, description="Random seed: the same seed and config give the same loss curve.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when a GPU is visible.")
+    compile: Literal["auto", "on", "off"] = Field("auto", description=(
+        "torch.compile: auto compiles on CUDA for runs of 10,000 steps or more (where it pays back), never on CPU."))
+    vocab_size: int = Field(4096, ge=300, description="Tokens the tokenizer may learn (a small corpus yields fewer).")
+    test_size: float = Field(0.05, gt=0, lt=1, description="Held-out share when a dataset file has no test split.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.min_lr is None:
+            self.min_lr = self.lr / 10
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) is larger than lr ({self.lr})")
+        if self.eval_every % self.log_every:
+            raise ValueError(f"log_every ({self.log_every}) must divide eval_every ({self.eval_every})")
+        return self
+
+
+PRESET_DEFAULTS: dict[str, dict] = {
+    # A 2-core CPU trains the tiny shape at ~12.5K tokens/s: 900 steps of 16 x 128 tokens (1.8M tokens,
+    # 0.75 epoch of 60K guppy conversations) take ~2.5 min, `guppy train guppy` 162 s in all; held-out
+    # loss 2.14. Swept at that budget (held-out loss): batch 16, lr 4e-3, 100 warmup steps 2.1;
+    # lr 1e-2 3.3; batch 32 3.1; batch 8 at lr 2e-3..4e-3 2.1-2.2 but slower per token on a CPU.
+    "tiny": dict(max_steps=900, batch_size=16, lr=4e-3, warmup_steps=100, eval_every=300, eval_batches=8,
+                 log_every=10),
+    # One H100 trains the guppy shape at ~1.8M tokens/s in bf16 (eager; the step is bound by Python
+    # launching kernels): 500 steps of 256 x 128 tokens (16M tokens, ~7 epochs) take ~9 s, the whole
+    # `guppy train guppy --preset guppy` 19 s; held-out loss 0.70 (0.65 after 2.4x as long).
+    # lr 6e-3 stalls at this batch; 4e-3 with 100 warmup steps does not.
+    "guppy": dict(max_steps=500, batch_size=256, lr=4e-3, warmup_steps=100, eval_every=250, eval_batches=4,
+                  log_every=10),
+}
+# torch.compile, measured on an H100 (guppy shape, batch 256): ~20 s to compile (cold cache) for a
+# step ~13% faster (15.2 instead of 17.5 ms). It pays back after ~9,000 steps; "auto" compiles from here.
+COMPILE_PAYS_AFTER = 10_000
+RESUMABLE_CHANGES = {"max_steps", "device", "compile"}  # may differ on --resume; max_steps extends a run
+
+
+def resolve_config(preset: str, **overrides) -> TrainConfig:
+    from guppy.model import PRESETS
+
+    if preset not in PRESETS:
+        raise GuppyError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
+    values = {**PRESET_DEFAULTS.get(preset, {}), **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        return TrainConfig(preset=preset, **values)
+    except ValidationError as e:
+        raise GuppyError(*(f"training option {'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}"
+                           for err in e.errors())) from None
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to cfg.lr, then cosine decay to cfg.min_lr at cfg.max_steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if step >= cfg.max_steps:
+        return cfg.min_lr
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+# ---------------------------------------------------------------------------------- processes
+
+class Processes:
+    """One process, or this process's place under torchrun (RANK, WORLD_SIZE, LOCAL_RANK are set)."""
+
+    def __init__(self, device: str):
+        self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        self.ddp = "RANK" in os.environ and self.world > 1
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise GuppyError("--device cuda: no CUDA GPU is visible here; use --device cpu (or auto)")
+        self.device_type = device
+        self.device = torch.device(device)
+        if device == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(self.device)
+        self.started_group = False
+        if self.ddp and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if device == "cuda" else "gloo")
+            self.started_group = True
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.ddp:
+            torch.distributed.barrier()
+
+    def sum(self, *values: float | torch.Tensor) -> list[float]:
+        """Sum scalars over processes (one all-reduce)."""
+        t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device).reshape(()) for v in values])
+        if self.ddp:
+            torch.distributed.all_reduce(t)
+        return t.tolist()
+
+    def gather(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """{name: tensor} of this process -> {name.rank: tensor} of every process (same shapes)."""
+        if not self.ddp:
+            return {f"{k}.0": v for k, v in tensors.items()}
+        out = {}
+        for k, v in sorted(tensors.items()):
+            v = v.to(self.device)
+            parts = [torch.empty_like(v) for _ in range(self.world)]
+            torch.distributed.all_gather(parts, v)
+            out.update({f"{k}.{r}": p.cpu() for r, p in enumerate(parts)})
+        return out
+
+    def close(self) -> None:
+        if self.started_group:
+            torch.distributed.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------- data
+
+class Batches:
+    """Global batch `step` = batch_size consecutive rows of epoch step // steps_per_epoch, whose
+    conversation order comes from (seed, epoch); a rank takes its slice of each global batch,
+    cut into grad_accum micro-batches. An epoch's rows go to the device once (a few MB)."""
+
+    def __init__(self, data: Tokenized, *, context: int, cfg: TrainConfig, procs: Processes):
+        self.data, self.context, self.cfg, self.procs = data, context, cfg, procs
+        rows = (data.tokens - 1) // context
+        self.steps_per_epoch = rows // cfg.batch_size
+        if self.steps_per_epoch == 0:
+            raise GuppyError(f"the train split has {data.tokens:,} tokens: not one batch of {cfg.batch_size} rows of "
+                             f"{context}; generate more data or lower the batch size")
+        self.micro = cfg.batch_size // procs.world // cfg.grad_accum
+        self.epoch = -1
+
+    def __call__(self, step: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor, int]], int]:
+        """This rank's micro-batches (x, y, learned tokens in y) of global batch `step`, and the learned
+        tokens of the whole global batch, which every rank counts from the same rows (no communication;
+        counted on the CPU, so the GPU is never waited for)."""
+        epoch, b = divmod(step, self.steps_per_epoch)
+        if epoch != self.epoch:
+            x, y = pack(self.data, context=self.context,
+                        order=epoch_order(len(self.data), seed=self.cfg.seed, epoch=epoch))
+            self.epoch, self.learned = epoch, (y != -1).sum(dim=1).tolist()  # per row
+            self.x, self.y = x.to(self.procs.device), y.to(self.procs.device)
+        B = self.cfg.batch_size
+        first = b * B + self.procs.rank * self.micro * self.cfg.grad_accum  # this rank's first row
+        micro = [(self.x[r:r + self.micro], self.y[r:r + self.micro], sum(self.learned[r:r + self.micro]))
+                 for r in range(first, first + self.micro * self.cfg.grad_accum, self.micro)]
+        return micro, sum(self.learned[b * B:(b + 1) * B])
+
+
+def data_hash(*splits: Tokenized) -> str:
+    """Identifies the tokenized data, so --resume refuses a dataset that changed."""
+    h = hashlib.blake2b(digest_size=8)
+    for s in splits:
+        h.update(s.ids.tobytes())
+        h.update(s.learn.tobytes())
+        h.update(s.starts.tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def held_out_loss(model, x: torch.Tensor, y: torch.Tensor, *, batch: int, procs: Processes, autocast) -> float:
+    """Mean loss per assistant token over the given test rows, this rank's share of them summed over ranks."""
+    was_training = model.training
+    model.eval()
+    total, count = torch.zeros((), device=procs.device, dtype=torch.float64), 0
+    for i in range(procs.rank * batch, len(x), batch * procs.world):
+        xb, yb = x[i:i + batch], y[i:i + batch]
+        n = int((yb != -1).sum())
+        if n == 0:
+            continue
+        with autocast:
+            _, loss = model(xb.to(procs.device), yb.to(procs.device))
+        total += loss.double() * n
+        count += n
+    model.train(was_training)
+    total, count = procs.sum(total, count)
+    return total / max(1, count)
+
+
+# ---------------------------------------------------------------------------------- outputs
+
+class Metrics:
+    """metrics.jsonl: one JSON object per train log or eval, appended as they come (rank 0 only)."""
+
+    def __init__(self, path: Path, *, keep_until: int, enabled: bool):
+        self.path, self.enabled, self.records = path, enabled, []
+        if enabled and path.exists():  # resume: keep what came up to the checkpoint, forget the rest
+            for line in path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # a line cut by the interruption
+                if record.get("step", math.inf) <= keep_until:
+                    self.records.append(record)
+        if enabled:
+            with atomic_file(path) as tmp:
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+
+    def log(self, **record) -> None:
+        self.records.append(record)
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def plot_losses(records: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no window
+    import matplotlib.pyplot as plt
+
+    train = [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]
+    test = [(r["step"], r["test_loss"]) for r in records if r["kind"] == "eval"]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    if train:
+        ax.plot(*zip(*train), label="train", color="#2b7bba", linewidth=1)
+    if test:
+        ax.plot(*zip(*test), label="held-out", color="#d95f02", marker="o", markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss per assistant token (nats)")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def progress_bar(enabled: bool, total: int):
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    progress = Progress(
+        TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}  held-out {task.fields[test]}  {task.fields[speed]} tok/s"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled)
+    task = progress.add_task("train", total=total, loss="-", test="-", speed="-")
+    return progress, task
+
+
+class StopOnInterrupt:
+    """The first Ctrl-C asks the loop to save a checkpoint and stop at the next step boundary
+    (a KeyboardInterrupt in the middle of an optimizer step would leave nothing consistent
+    to save); a second one stops at once. Only in a single process's main thread."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+
+    def __enter__(self):
+        if self.enabled:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self.previous)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+# ---------------------------------------------------------------------------------- training
+
+def train(*, persona: str, data: Path | None = None, preset: str = "tiny", out: Path | None = None,
+          max_steps: int | None = None, device: str = "auto", seed: int = 0, resume: bool = False,
+          overwrite: bool = True, progress: bool = True, **overrides) -> dict:
+    """Train the tokenizer and the model of `persona`'s run; return a summary.
+
+    overrides: any TrainConfig field (batch_size=32, lr=1e-3, ...). Without `resume` a run starts
+    afresh and replaces the run folder's tokenizer, checkpoints and metrics (`overwrite` is
+    accepted for symmetry with the other commands; there is nothing else to do)."""
+    paths = persona_run(persona, out)
+    cfg = resolve_config(preset, max_steps=max_steps, device=device, seed=seed, **overrides)
+    procs = Processes(cfg.device)
+    try:
+        trainer = Trainer(paths, cfg, procs, data=Path(data) if data is not None else paths.data, resume=resume)
+        return trainer.run(progress=progress)
+    finally:
+        procs.close()
+
+
+class Trainer:
+    """One run: its data, its model and optimizer, and how far it got (step, best held-out loss).
+    Knows the model only through `forward(x, y) -> (logits, loss)` and its optimizer."""
+
+    def __init__(self, paths: RunPaths, cfg: TrainConfig, procs: Processes, *, data: Path, resume: bool):
+        from guppy.model import GPT, model_config
+
+        self.started = time.perf_counter()
+        self.paths, self.cfg, self.procs, self.resuming = paths, cfg, procs, resume
+        if cfg.batch_size % (procs.world * cfg.grad_accum):
+            raise GuppyError(f"batch size {cfg.batch_size} must be a multiple of processes x grad_accum "
+                             f"({procs.world} x {cfg.grad_accum})")
+        if resume and not (paths.last / "trainer_state.json").exists():  # say so before any work
+            raise GuppyError(f"nothing to resume in {paths.root}: no resumable checkpoint at {paths.last}; "
+                             "train without --resume")
+        torch.manual_seed(cfg.seed)
+        self.on_cuda = procs.device_type == "cuda"
+        if self.on_cuda:
+            torch.backends.cuda.matmul.allow_tf32 = True  # the few fp32 matmuls left outside autocast
+            torch.backends.cudnn.allow_tf32 = True
+
+        # data: load -> tokenizer -> tokenize -> pack (the test rows once, in stored order)
+        # A one-file dataset is split with the loader's fixed seed, not the run's: the split belongs to the
+        # data, and `guppy eval` must hold out the same prompts.
+        dd = load_conversations(data, test_size=cfg.test_size)
+        self.tokenizer = self._tokenizer(dd)
+        self.mconf = model_config(cfg.preset, self.tokenizer.vocab_size)
+        context = self.mconf.context
+        self.train_data = tokenize(dd["train"], self.tokenizer, context=context)
+        test_data = tokenize(dd["test"], self.tokenizer, context=context)
+        if len(self.train_data) == 0 or len(test_data) == 0:
+            raise GuppyError(f"{data}: no conversation fits the model's {context}-token context")
+        rows = cfg.eval_batches * cfg.batch_size
+        self.test_x, self.test_y = (t[:rows] for t in pack(test_data, context=context))
+        if len(self.test_x) == 0:
+            raise GuppyError(f"{data}: the test split has {test_data.tokens} tokens, not one row of {context}; "
+                             "generate more data or raise the test size")
+        self.batches = Batches(self.train_data, context=context, cfg=cfg, procs=procs)
+        self.data_id = data_hash(self.train_data, test_data)
+        self.data = data
+
+        # model and optimizer, then where to start from
+        self.model = GPT(self.mconf).to(procs.device)
+        self.optimizer = self.model.configure_optimizer(lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                                        betas=(0.9, cfg.beta2), device_type=procs.device_type)
+        self.step, self.best_loss, self.best_step = 0, math.inf, -1
+        # The training loss summed over the steps since the last log, kept on the device (reading it
+        # waits for the GPU); a checkpoint carries it, so a resumed run logs the same averages.
+        self.loss_sum, self.steps_logged = torch.zeros((), device=procs.device), 0
+        if resume:
+            self._restore()
+        elif procs.main:
+            shutil.rmtree(paths.root / "ckpt", ignore_errors=True)  # a fresh run: no stale best from before
+        procs.barrier()
+        self.compiled = cfg.compile == "on" or (cfg.compile == "auto" and self.on_cuda
+                                                and cfg.max_steps >= COMPILE_PAYS_AFTER)
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.on_cuda else nullcontext()
+
+    def _tokenizer(self, dd):
+        """Rank 0 learns it from the train split and saves it to the run; --resume reuses the run's."""
+        from guppy.tokenizer import ChatTokenizer, train_tokenizer
+
+        if self.resuming:
+            return ChatTokenizer.load(self.paths.tokenizer)
+        if self.procs.main:
+            _, _, contents = flat_messages(dd["train"])
+            tokenizer = train_tokenizer(contents, vocab_size=self.cfg.vocab_size)
+            with atomic_dir(self.paths.tokenizer, overwrite=True) as tmp:
+                tokenizer.save(tmp)
+        self.procs.barrier()  # the other ranks read what rank 0 learned: one vocabulary for all
+        return tokenizer if self.procs.main else ChatTokenizer.load(self.paths.tokenizer)
+
+    def _restore(self) -> None:
+        """Continue from ckpt/last: weights, optimizer moments, RNG states, step, best loss."""
+        from safetensors.torch import load_model as load_weights
+
+        folder = self.paths.last
+        meta = read_meta(folder)
+        saved = meta.get("train", {})
+        changed = [f"{k}={saved.get(k)!r} (now {v!r})" for k, v in self.cfg.model_dump().items()
+                   if k not in RESUMABLE_CHANGES and saved.get(k) != v]
+        if changed:
+            raise GuppyError(f"{folder} was trained with another config: {', '.join(changed)}; "
+                             "resume with the same options, or train without --resume")
+        if meta["tokenizer"] != self.tokenizer.fingerprint():
+            raise GuppyError(f"{self.paths.tokenizer} is not the tokenizer {folder} was trained with; "
+                             "train without --resume to start again")
+        tensors, info = load_trainer_state(folder)
+        if info.get("data") != self.data_id:
+            raise GuppyError(f"the dataset changed since {folder} was saved; train without --resume to start again")
+        load_weights(self.model, str(folder / "model.safetensors"), device=str(self.procs.device))
+        restore_optimizer(self.optimizer, tensors)
+        mine = {k.removeprefix("rng.").rsplit(".", 1)[0]: v for k, v in tensors.items()
+                if k.startswith("rng.") and k.endswith(f".{self.procs.rank}")}
+        if mine:  # absent when resuming with more processes than before: keep this rank's fresh seed
+            restore_rng(mine)
+        self.step, self.best_loss, self.best_step = info["step"], info["best_loss"], info["best_step"]
+        self.loss_sum.fill_(info["loss_sum"])
+        self.steps_logged = info["steps_logged"]
+
+    def save(self, folder: Path, test_loss: float, *, resumable: bool) -> None:
+        meta = {"model": self.mconf.model_dump(), "train": self.cfg.model_dump(), "step": self.step,
+                "metrics": {"test_loss": test_loss, "best_test_loss": self.best_loss, "best_step": self.best_step,
+                            "train_tokens": self.train_data.tokens}}
+        state = None
+        if resumable:  # every rank's RNG states, gathered (a collective: all ranks call this); rank 0 writes
+            rngs = self.procs.gather({f"rng.{k}": v for k, v in rng_tensors().items()})
+            epoch, batch = divmod(self.step, self.batches.steps_per_epoch)
+            info = {"step": self.step, "epoch": epoch, "batch_in_epoch": batch, "best_loss": self.best_loss,
+                    "best_step": self.best_step, "world_size": self.procs.world, "data": self.data_id,
+                    "loss_sum": self.loss_sum.item(), "steps_logged": self.steps_logged}
+            state = ({**optimizer_tensors(self.optimizer), **rngs}, info)
+        if self.procs.main:
+            save_checkpoint(folder, model=self.model, tokenizer=self.tokenizer, meta=meta, state=state)
+
+    def checkpoint(self, test_loss: float) -> None:
+        """ckpt/best when the held-out loss is the lowest yet; ckpt/last (resumable) always."""
+        if test_loss < self.best_loss:
+            self.best_loss, self.best_step = test_loss, self.step
+            self.save(self.paths.best, test_loss, resumable=False)
+        self.save(self.paths.last, test_loss, resumable=True)
+
+    def run(self, *, progress: bool) -> dict:
+        cfg, procs, paths = self.cfg, self.procs, self.paths
+        model = torch.compile(self.model) if self.compiled else self.model  # shares self.model's weights
+        if procs.ddp:
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[procs.device.index] if self.on_cuda
+                                                              else None)
+        if procs.main:
+            paths.root.mkdir(parents=True, exist_ok=True)
+            with atomic_file(paths.root / "train_config.json") as tmp:
+                tmp.write_text(json.dumps({"train": cfg.model_dump(), "model": self.mconf.model_dump(),
+                                           "data": str(self.data), "world_size": procs.world}, indent=2) + "\n")
+        metrics = Metrics(paths.metrics, keep_until=self.step if self.resuming else -1, enabled=procs.main)
+        tokens_per_step = cfg.batch_size * self.mconf.context
+        start, test_loss = self.step, math.nan
+        tick = time.perf_counter()
+        seconds = {"train": 0.0, "prepare": tick - self.started, "eval": 0.0, "checkpoint": 0.0}
+        bar, task = progress_bar(procs.main and progress, cfg.max_steps)
+        model.train()
+        with bar, StopOnInterrupt(not procs.ddp) as stop:
+            bar.update(task, completed=start)
+            for step in range(start, cfg.max_steps + 1):
+                self.step = step
+                # 1. set the learning rate of this step
+                lr = lr_at(step, cfg)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+
+                # 2. held-out eval and checkpoints (not again on the step a resume starts from)
+                last_step = step == cfg.max_steps
+                due = step % cfg.eval_every == 0 or last_step
+                if due and not (self.resuming and step == start):
+                    evaluating = time.perf_counter()
+                    test_loss = held_out_loss(self.model, self.test_x, self.test_y, procs=procs, autocast=self.autocast,
+                                              batch=self.batches.micro * cfg.grad_accum)
+                    saving = time.perf_counter()
+                    self.checkpoint(test_loss)
+                    metrics.log(kind="eval", step=step, test_loss=test_loss, best_test_loss=self.best_loss)
+                    bar.update(task, test=f"{test_loss:.3f}")
+                    seconds["train"] += evaluating - tick
+                    tick = time.perf_counter()
+                    seconds["eval"] += saving - evaluating
+                    seconds["checkpoint"] += tick - saving
+                if stop.requested:  # Ctrl-C: save where we are (no eval, so the curve stays as it would be)
+                    self.save(paths.last, test_loss, resumable=True)
+                    if procs.main:
+                        plot_losses(metrics.records, paths.loss_plot, f"{paths.root.name}: {cfg.preset}")
+                        bar.console.print(f"interrupted at step {step}; saved {paths.last}. Continue with "
+                                          f"`guppy train {paths.root.name} --resume`")
+                    raise KeyboardInterrupt
+                if last_step:
+                    break
+
+                # 3. micro-steps: this rank's share of the global batch, in grad_accum pieces
+                micro_batches, n_global = self.batches(step)
+                for i, (x, y, n_local) in enumerate(micro_batches):
+                    sync = not procs.ddp or i == cfg.grad_accum - 1  # DDP all-reduces on the last micro-step only
+                    with (nullcontext() if sync else model.no_sync()), self.autocast:
+                        logits, loss = model(x, y)
+                        # The mean over the global batch's assistant tokens. DDP averages the ranks'
+                        # gradients, so a rank contributes its token sum / n_global, times world.
+                        scaled = loss * (n_local * procs.world / n_global) if n_local else logits.sum() * 0.0
+                    scaled.backward()
+                    self.loss_sum += scaled.detach() / procs.world
+
+                # 4. clip, 5. step
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+
+                # 6. log (reading the loss waits for the GPU, so only every log_every steps)
+                self.steps_logged += 1
+                if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
+                    (loss_avg,) = procs.sum(self.loss_sum / self.steps_logged)
+                    now = time.perf_counter()
+                    speed = self.steps_logged * tokens_per_step / max(1e-9, now - tick)
+                    metrics.log(kind="train", step=step + 1, loss=loss_avg, lr=lr, tokens_per_s=round(speed),
+                                wall_s=round(now - self.started, 2))
+                    bar.update(task, completed=step + 1, loss=f"{loss_avg:.3f}", speed=f"{speed:,.0f}")
+                    self.loss_sum.zero_()
+                    seconds["train"] += now - tick
+                    self.steps_logged, tick = 0, time.perf_counter()
+
+        if procs.main:
+            plot_losses(metrics.records, paths.loss_plot,
+                        f"{paths.root.name}: {cfg.preset}, {self.model.num_params() / 1e6:.2f}M parameters")
+        procs.barrier()
+        return {
+            "steps": cfg.max_steps,
+            "train_loss": next((r["loss"] for r in reversed(metrics.records) if r["kind"] == "train"), math.nan),
+            "test_loss": test_loss,
+            "best_test_loss": self.best_loss,
+            "best_step": self.best_step,
+            "tokens_per_s": (cfg.max_steps - start) * tokens_per_step / max(1e-9, seconds["train"]),
+            "wall_s": time.perf_counter() - self.started,
+            **{f"{k}_s": v for k, v in seconds.items() if k != "train"},
+            "params": self.model.num_params(),
+            "train_tokens": self.train_data.tokens,
+            "epochs": cfg.max_steps / self.batches.steps_per_epoch,
+            "device": str(procs.device) + (" (compiled)" if self.compiled else ""),
+            "run": str(paths.root),
+            "best": str(paths.best),
+            "last": str(paths.last),
+        }

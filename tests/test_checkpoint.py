@@ -1,0 +1,137 @@
+"""One checkpoint format: safetensors + JSON (never pickle), saved atomically, loaded by one
+function that refuses a missing, corrupted or mismatched checkpoint in one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from guppy.checkpoint import load_model, save_checkpoint
+from guppy.errors import GuppyError
+from guppy.model import GPT, ModelConfig
+from tests.test_data import fish_corpus
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from guppy.tokenizer import train_tokenizer
+
+    return train_tokenizer([m["content"] for c in fish_corpus() for m in c], vocab_size=400)
+
+
+def small_model(tokenizer, seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(ModelConfig(vocab_size=tokenizer.vocab_size, context=32, n_layer=1, n_head=2, d_model=32, d_ff=64))
+
+
+def save(folder: Path, model, tokenizer, step: int = 1) -> Path:
+    save_checkpoint(folder, model=model, tokenizer=tokenizer, meta={"model": model.config.model_dump(), "step": step})
+    return folder
+
+
+def test_round_trip_gives_the_same_model_and_stores_the_tied_head_once(tmp_path, tokenizer):
+    model = small_model(tokenizer)
+    save(tmp_path / "ckpt", model, tokenizer)
+    loaded, tok, meta = load_model(tmp_path / "ckpt")
+    x = torch.tensor([tokenizer.encode("i feel happy")])
+    assert torch.equal(model.eval()(x)[0], loaded(x)[0])
+    assert tok.fingerprint() == tokenizer.fingerprint() == meta["tokenizer"] and meta["step"] == 1
+    with safe_open(str(tmp_path / "ckpt" / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert len({"lm_head.weight", "transformer.wte.weight"} & keys) == 1
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight  # still tied after loading
+
+
+def test_loading_never_unpickles(tmp_path, tokenizer, monkeypatch):
+    save(tmp_path / "ckpt", small_model(tokenizer), tokenizer)
+
+    def refuse(*a, **k):
+        raise AssertionError("torch.load (pickle) was called")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    load_model(tmp_path / "ckpt")
+    assert {p.suffix for p in (tmp_path / "ckpt").iterdir()} <= {".safetensors", ".json"}
+
+
+def test_a_run_folder_loads_its_best_checkpoint_else_its_last(tmp_path, tokenizer):
+    run = tmp_path / "runs" / "fish"
+    save(run / "ckpt" / "last", small_model(tokenizer), tokenizer, step=20)
+    assert load_model(run)[2]["step"] == 20
+    save(run / "ckpt" / "best", small_model(tokenizer), tokenizer, step=10)
+    assert load_model(run)[2]["step"] == 10
+
+
+def test_an_exception_mid_save_leaves_the_previous_checkpoint_loadable(tmp_path, tokenizer):
+    folder = save(tmp_path / "ckpt", small_model(tokenizer, seed=0), tokenizer, step=1)
+
+    class BrokenTokenizer:  # writes half of its files, then fails (as a full disk or Ctrl-C would)
+        def fingerprint(self):
+            return tokenizer.fingerprint()
+
+        def save(self, where):
+            (Path(where) / "tokenizer.json").write_text("{half")
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(folder, model=small_model(tokenizer, seed=1), tokenizer=BrokenTokenizer(),
+                        meta={"model": {}, "step": 2})
+    model, _, meta = load_model(folder)
+    assert meta["step"] == 1
+    assert torch.equal(model.transformer.wte.weight, small_model(tokenizer, seed=0).transformer.wte.weight)
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"], "no temporary folder left behind"
+
+
+def test_no_checkpoint_says_to_train(tmp_path):
+    with pytest.raises(GuppyError, match=r"no trained model in .*runs/otter; run `guppy train otter`"):
+        load_model(tmp_path / "runs" / "otter")
+
+
+def test_a_tokenizer_from_another_run_is_refused(tmp_path, tokenizer):
+    from guppy.tokenizer import train_tokenizer
+
+    folder = save(tmp_path / "ckpt", small_model(tokenizer), tokenizer)
+    other = train_tokenizer(["completely different text about cats and naps"] * 40, vocab_size=300)
+    other.save(folder)  # overwrites the checkpoint's tokenizer files
+    with pytest.raises(GuppyError, match=r"ckpt: its tokenizer is not the one the model was trained with"):
+        load_model(folder)
+
+
+@pytest.mark.parametrize("damage", ["flip a byte", "truncate"])
+def test_corrupted_weights_are_refused(tmp_path, tokenizer, damage):
+    folder = save(tmp_path / "ckpt", small_model(tokenizer), tokenizer)
+    path = folder / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    if damage == "flip a byte":
+        data[-10] ^= 0xFF
+    else:
+        data = data[: len(data) // 2]
+    path.write_bytes(bytes(data))
+    with pytest.raises(GuppyError, match=r"model\.safetensors: missing or corrupted"):
+        load_model(folder)
+
+
+def test_corrupted_config_is_refused(tmp_path, tokenizer):
+    folder = save(tmp_path / "ckpt", small_model(tokenizer), tokenizer)
+    (folder / "config.json").write_text((folder / "config.json").read_text()[:40])
+    with pytest.raises(GuppyError, match=r"config\.json: unreadable or incomplete"):
+        load_model(folder)
+
+
+def test_weights_of_another_shape_are_refused(tmp_path, tokenizer):
+    folder = save(tmp_path / "ckpt", small_model(tokenizer), tokenizer)
+    meta = json.loads((folder / "config.json").read_text())
+    meta["model"]["d_ff"] = 128  # config and weights disagree
+    (folder / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(GuppyError, match=r"model\.safetensors: cannot be loaded into the model of config\.json"):
+        load_model(folder)
+
+
+def test_a_checkpoint_folder_copied_elsewhere_still_loads(tmp_path, tokenizer):
+    folder = save(tmp_path / "ckpt", small_model(tokenizer), tokenizer)
+    moved = shutil.copytree(folder, tmp_path / "elsewhere" / "model")
+    assert load_model(moved)[1].fingerprint() == tokenizer.fingerprint()
