@@ -183,6 +183,159 @@ def print_generate_report(report) -> None:
                           "asked: its template cannot reach the requested size (add variety or lower its weight)")
 
 
+# ---------------------------------------------------------------------------------- model
+
+@app.command()
+def train(
+    persona: PersonaArg,
+    data: Annotated[Optional[Path], typer.Option(help="Dataset: a generate-data folder, or a JSONL/Parquet file with `messages` or `input`/`output` columns. Default: runs/PERSONA/data.")] = None,
+    preset: Annotated[str, typer.Option(help="Model size: tiny (a laptop CPU, minutes) or guppy (8.7M, the reference's shape; wants a GPU).")] = "tiny",
+    out: Annotated[Optional[Path], typer.Option(help="Run folder. Default: runs/PERSONA.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Training steps. Default: the preset's.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    seed: SeedOpt = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+):
+    """Train the tokenizer and the model on a persona's dataset (works under torchrun for several GPUs)."""
+    from guppy.train import train as run
+
+    _quiet_datasets()
+    summary = run(persona=persona, data=data, preset=preset, out=out, max_steps=max_steps, device=device,
+                  seed=seed, resume=resume)
+    console.print(summary_table("trained", summary))
+
+
+def summary_table(title: str, summary: dict) -> Table:
+    table = Table("", "", title=title, show_header=False)
+    for key, value in summary.items():
+        table.add_row(str(key), f"{value:,.4g}" if isinstance(value, float) else str(value))
+    return table
+
+
+@app.command()
+def chat(
+    persona: PersonaArg,
+    run: RunOpt = None,
+    prompt: Annotated[Optional[str], typer.Option(help="Answer this one message and exit, instead of chatting.")] = None,
+    temperature: Annotated[float, typer.Option(help="Randomness of replies; 0 always picks the likeliest token.")] = 0.8,
+    top_k: Annotated[Optional[int], typer.Option(help="Sample only from the k likeliest tokens.")] = None,
+    top_p: Annotated[float, typer.Option(help="Sample only from the likeliest tokens that make up this probability.")] = 0.95,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed; the same seed gives the same reply.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest reply, in tokens.")] = 64,
+):
+    """Talk to a trained persona (type quit, or press Ctrl-D, to leave)."""
+    from guppy.chat import chat as run_chat
+
+    run_chat(persona=persona, run=run, prompt=prompt, temperature=temperature, top_k=top_k, top_p=top_p,
+             seed=seed, max_new_tokens=max_new_tokens)
+
+
+# ---------------------------------------------------------------------------------- evaluation
+
+SamplesOpt = Annotated[int, typer.Option(help="Sampled replies per prompt.")]
+
+
+@app.command("eval")
+def eval_(persona: PersonaArg, run: RunOpt = None, samples: SamplesOpt = 4, seed: SeedOpt = 0):
+    """Measure how strongly the persona shows in a trained model: writes runs/PERSONA/eval/report.{json,md}."""
+    import time
+
+    from guppy.report import evaluate
+
+    _quiet_datasets()
+    started = time.perf_counter()
+    with console.status("evaluating: sampling replies, scoring the model, the floor and the ceiling"):
+        report = evaluate(persona=persona, run=run, samples=samples, seed=seed)
+    print_eval_report(report, time.perf_counter() - started)
+
+
+def print_eval_report(report: dict, seconds: float) -> None:
+    table = Table("association", "kind", "floor", "model", "ceiling", "score", "lift (nats)",
+                  title=f"{report['persona']}: persona score {report['persona_score']:.2f}")
+    for name, a in report["associations"].items():
+        h = a["hit_rate"]
+        table.add_row(name, a["kind"], f"{h['floor']:.0%}", f"[bold]{h['model']:.0%}[/]", f"{h['ceiling']:.0%}",
+                      f"{a['score']:.2f}", f"{a['lift']['model']:+.2f}")
+    console.print(table)
+    s, d, b = report["style"], report["diversity"], report["bits_per_byte"]
+    console.print(f"style kept: {s['model']['all']:.0%} (data {s['ceiling']['all']:.0%})  "
+                  f"distinct-2: {d['model']['distinct_2']:.2f}  copied from train: {d['model']['memorized']:.0%}  "
+                  f"bits/byte: {b['model']:.3f} (untrained {b['floor']:.2f})  time: {seconds:.1f} s")
+    console.print(f"report: {report['run']}/eval/report.md")
+
+
+@app.command()
+def compare(
+    personas: Annotated[list[str], typer.Argument(help="Two or more personas whose runs/PERSONA models exist.")],
+    samples: SamplesOpt = 2,
+    seed: SeedOpt = 0,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: runs/compare.")] = None,
+):
+    """Score every persona's model against every persona spec; the diagonal should dominate."""
+    from guppy.report import compare as run
+
+    _quiet_datasets()
+    with console.status("scoring every model against every persona"):
+        result = run(personas=personas, samples=samples, seed=seed, out=out)
+    print_matrix(result)
+
+
+def print_matrix(result: dict) -> None:
+    names = result["models"]
+    table = Table("model \\ persona", *names, "margin", title="persona score: each model (row) on each persona (column)")
+    for a in names:
+        cells = [f"[bold]{result['matrix'][a][b]:.2f}[/]" if a == b else f"{result['matrix'][a][b]:.2f}" for b in names]
+        table.add_row(a, *cells, f"{result['diagonal_margin'][a]:+.2f}")
+    console.print(table)
+    console.print(f"matrix: {result['out']}/matrix.json, {result['out']}/matrix.png")
+
+
+@app.command("run")
+def run_all(
+    persona: Annotated[str, typer.Argument(help="Persona name or YAML path.")] = "guppy",
+    preset: Annotated[str, typer.Option(help="Model size: tiny (CPU, minutes) or guppy (GPU).")] = "tiny",
+    n: Annotated[int, typer.Option("--n", help="Conversations to generate.")] = 60_000,
+    seed: SeedOpt = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+):
+    """Everything, end to end: generate-data -> train -> eval -> a few sample replies."""
+    from guppy.chat import sample_replies
+    from guppy.report import evaluate
+    from guppy.train import train as run_train
+    from pipeline.generate import generate_data as run_generate
+    from pipeline.personas import load_persona
+
+    _quiet_datasets()
+    name = load_persona(persona).name
+    console.rule(f"[bold]1/4[/] generate data: {name}")
+    generate_data(persona=persona, n=n, seed=seed, out=None, test_size=0.05, num_proc=2, format="arrow", overwrite=True)
+    console.rule(f"[bold]2/4[/] train: preset {preset}")
+    summary = run_train(persona=persona, preset=preset, device=device, seed=seed, overwrite=True)
+    console.print(summary_table("trained", summary))
+    console.rule("[bold]3/4[/] evaluate")
+    eval_(persona=persona, run=None, samples=4, seed=seed)
+    console.rule("[bold]4/4[/] sample replies")
+    for prompt, reply in sample_replies(persona=persona, seed=seed):
+        console.print(f"[dim]you:[/] {prompt}\n[bold]{name}:[/] {reply}")
+
+
+@app.command()
+def export(
+    persona: PersonaArg,
+    run: RunOpt = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: runs/PERSONA/hf.")] = None,
+    dataset: Annotated[bool, typer.Option("--dataset", help="Also write the dataset as Parquet shards + card (a Hub dataset repo) in OUT/dataset.")] = False,
+    overwrite: OverwriteOpt = False,
+):
+    """Write the trained model as a Hugging Face transformers (GPT-2) folder with tokenizer, chat template and model card."""
+    from guppy.export import export_model
+
+    if dataset:
+        _quiet_datasets()
+    path = export_model(persona=persona, run=run, out=out, overwrite=overwrite, dataset=dataset)
+    console.print(f"exported to {path}: load it with transformers.AutoModelForCausalLM.from_pretrained('{path}')")
+
+
 def main() -> None:
     app()
 
