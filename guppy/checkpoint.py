@@ -137,6 +137,9 @@ def read_meta(folder: Path) -> dict:
                          "train again with this version of guppy")
     for name, digest in files.items():
         if not (folder / name).exists() or _sha256(folder / name) != digest:
+            if name.startswith("tokenizer") and (folder / name).exists():
+                raise GuppyError(f"{folder / name}: this tokenizer is not the one the model was trained with "
+                                 "(its checksum differs); copy back the checkpoint's own tokenizer or train again")
             raise GuppyError(f"{folder / name}: missing or corrupted (its checksum does not match config.json); "
                              "train again (or resume from another checkpoint)")
     return meta

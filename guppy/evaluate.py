@@ -4,9 +4,9 @@ For one model and one persona spec:
     prompts     per association: its probes (never in training) + held-out prompts of its
                 topics from the test split (their normalized prompt is never in train)
     hit rate    share of sampled replies containing an expected word, per association
-    lift        teacher-forced: log of the expected number of times an expected word comes
-                next, along the model's own greedy reply, after the cue prompts minus after
-                control prompts (prompts of other topics). Deterministic; in nats.
+    lift        teacher-forced: log of the mean chance that an expected word comes next, along
+                the model's own greedy reply, after the cue prompts minus after control prompts
+                (prompts of other topics). Deterministic; in nats.
     style       share of replies keeping each of the spec's style rules
     diversity   distinct-1/2 of the replies; memorized = share copied verbatim from train
     bits/byte   held-out loss on the test split's replies, per UTF-8 byte (tokenizer-free)
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from guppy.persona import Persona
 from guppy.sampler import complete
@@ -116,52 +117,73 @@ def sample_replies(model, tokenizer, prompts_by_assoc: dict[str, list[str]], *, 
     return out
 
 
+def right_padded(rows: list[list[int]], pad: int) -> torch.Tensor:
+    """Rows of different lengths as one batch; causal attention never looks at the padding after."""
+    width = max(map(len, rows))
+    return torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+
+
 @torch.no_grad()
-def word_log_expectation(model, tokenizer, prompt: str, words: list[str], max_reply: int = 24) -> float:
-    """log sum over reply positions t of P(next word = w | prompt, greedy reply[:t]), averaged over words."""
+def word_log_expectation(model, tokenizer, prompt: str, reply: str, words: list[str]) -> float:
+    """log of the mean, over the positions t of the model's greedy `reply`, of P(an expected word comes next
+    | prompt, reply[:t]), each word's probability the product over its tokens. The mean (not the
+    sum) keeps long and short replies comparable.
+
+    One forward pass over prompt + reply gives every position's next-token distribution, which
+    is all a one-token word needs; only words of several tokens need their own rows."""
     context = tokenizer.encode_prompt([{"role": "user", "content": prompt}])
-    reply = tokenizer.encode(complete(model, tokenizer, [prompt], temperature=0.0, max_new_tokens=max_reply)[0])
-    scores = []
-    for w in words:
-        rows = [context + reply[:t] + tokenizer.encode((" " if t else "") + w) for t in range(len(reply) + 1)]
-        rows = [r[-model.config.context:] for r in rows]
-        width = max(map(len, rows))
-        n_word = [len(tokenizer.encode((" " if t else "") + w)) for t in range(len(reply) + 1)]
-        idx = torch.tensor([r + [tokenizer.pad_id] * (width - len(r)) for r in rows])
-        logits, _ = model(idx)
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        per_pos = []
-        for i, (r, k) in enumerate(zip(rows, n_word)):
-            positions = range(len(r) - k - 1, len(r) - 1)  # logits at j predict token j+1
-            per_pos.append(sum(logp[i, j, r[j + 1]].item() for j in positions))
-        scores.append(torch.logsumexp(torch.tensor(per_pos), 0).item())
-    return sum(scores) / len(scores)
+    reply = tokenizer.encode(reply)
+    seq = (context + reply)[: model.config.context - 4]  # room for a word of a few tokens after it
+    first = len(context) - 1  # the logits at index first + t predict what follows reply[:t]
+    positions = range(first, len(seq))
+    spelled = {lead: [tokenizer.encode(lead + w) for w in words] for lead in ("", " ")}  # reply start / mid-reply
+    logp = torch.log_softmax(model(torch.tensor([seq]))[0][0].float(), dim=-1)
+    per_position = torch.full((len(positions), len(words)), float("-inf"))
+    longer, where = [], []
+    for t, at in enumerate(positions):
+        for j, ids in enumerate(spelled[" " if t else ""]):
+            if len(ids) == 1:
+                per_position[t, j] = logp[at, ids[0]]
+            else:
+                longer.append(seq[: at + 1] + ids)
+                where.append((t, j, len(ids)))
+    if longer:
+        lp = torch.log_softmax(model(right_padded(longer, tokenizer.pad_id))[0].float(), dim=-1)
+        for i, (t, j, k) in enumerate(where):
+            row, n = longer[i], len(longer[i])
+            at = torch.arange(n - k - 1, n - 1)
+            per_position[t, j] = lp[i, at, torch.tensor(row[n - k:])].sum()
+    p_any = torch.logsumexp(per_position, dim=1)  # log P(some expected word next), per position
+    return (torch.logsumexp(p_any, 0) - math.log(len(p_any))).item()
 
 
-def lift(model, tokenizer, spec: Persona, prompts_by_assoc: dict[str, list[str]], data: EvalData | None) -> dict[str, float]:
-    out = {}
-    for name, assoc in spec.associations.items():
-        cues = prompts_by_assoc[name][:6]
-        controls = control_prompts(spec, name, data)[:6]
-        cue = sum(word_log_expectation(model, tokenizer, p, assoc.expect) for p in cues) / len(cues)
-        ctrl = sum(word_log_expectation(model, tokenizer, p, assoc.expect) for p in controls) / len(controls)
-        out[name] = cue - ctrl
-    return out
+def lift(model, tokenizer, spec: Persona, prompts_by_assoc: dict[str, list[str]], data: EvalData | None,
+         max_reply: int = 16) -> dict[str, float]:
+    asked = {name: (prompts_by_assoc[name][:6], control_prompts(spec, name, data)[:6]) for name in spec.associations}
+    prompts = sorted({p for cues, controls in asked.values() for p in cues + controls})
+    greedy = dict(zip(prompts, complete(model, tokenizer, prompts, temperature=0.0, max_new_tokens=max_reply)))
+
+    def mean_log_expectation(group: list[str], words: list[str]) -> float:
+        return sum(word_log_expectation(model, tokenizer, p, greedy[p], words) for p in group) / len(group)
+
+    return {name: mean_log_expectation(cues, spec.associations[name].expect)
+            - mean_log_expectation(controls, spec.associations[name].expect)
+            for name, (cues, controls) in asked.items()}
 
 
 @torch.no_grad()
-def bits_per_byte(model, tokenizer, conversations: list[list[dict]]) -> float:
+def bits_per_byte(model, tokenizer, conversations: list[list[dict]], batch_size: int = 128) -> float:
     """Held-out loss on reply tokens, in bits per UTF-8 byte of the replies (+1 byte for each end mark)."""
     nats, nbytes = 0.0, 0
-    for conv in conversations[:MAX_BPB_CONVERSATIONS]:
-        ids, mask = tokenizer.encode_chat(conv)
-        if len(ids) > model.config.context + 1:
-            continue  # longer than the model sees; rare for short chats
-        x = torch.tensor([ids[:-1]])
-        y = torch.tensor([[t if m else -1 for t, m in zip(ids[1:], mask[1:])]])
-        _, loss = model(x, y)
-        nats += loss.item() * sum(mask[1:])
-        nbytes += sum(len(m["content"].encode()) + 1 for m in conv if m["role"] == "assistant")
+    encoded = [(tokenizer.encode_chat(c), c) for c in conversations[:MAX_BPB_CONVERSATIONS]]
+    encoded = [(ids, mask, c) for (ids, mask), c in encoded if len(ids) <= model.config.context + 1]
+    for b in range(0, len(encoded), batch_size):
+        chunk = encoded[b:b + batch_size]
+        x = right_padded([ids[:-1] for ids, _, _ in chunk], tokenizer.pad_id)
+        y = right_padded([[t if m else -1 for t, m in zip(ids[1:], mask[1:])] for ids, mask, _ in chunk], -1)
+        logits, _ = model(x)
+        nats += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum").item()
+        nbytes += sum(len(m["content"].encode()) + 1 for _, _, c in chunk for m in c if m["role"] == "assistant")
     return nats / math.log(2) / max(1, nbytes)
 
 

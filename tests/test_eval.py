@@ -1,0 +1,162 @@
+"""`guppy eval`, `guppy compare` and `guppy run`: the metrics are honest.
+
+Two small personas with different associations (a fish that answers "food", a cat that answers
+"nap"), each generated and trained for a few seconds. A model must score high on its own persona,
+near the floor on the other; an untrained model at the floor; held-out data at the ceiling."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from guppy.evaluate import ceiling_replies, eval_data_from, persona_score, reply_figures, score_model
+from guppy.report import compare, evaluate, untrained_like
+from tests.conftest import MINI_PERSONA, write_persona
+
+runner = CliRunner()
+MICRO = dict(n_layer=2, n_head=2, d_model=64, d_ff=256, context=64)
+FAST = dict(preset="micro", batch_size=16, lr=1e-2, min_lr=1e-3, warmup_steps=10, eval_every=60, eval_batches=2,
+            log_every=10, vocab_size=400, progress=False)
+
+# The conftest fish, expecting any food it knows: its data then shows the association in every reply.
+FISH = {**MINI_PERSONA, "associations": {"food": {
+    "kind": "cue", "expect": ["food", *MINI_PERSONA["lexicon"]["foods"]], "topics": ["food"],
+    "probes": ["what do you dream of eating"]}}}
+CAT = {
+    "identity": {"name": "kitty", "description": "a sleepy test cat.", "user": "the tester"},
+    "style": {"lowercase": True, "max_sentence_words": 12, "min_reply_words": 2, "max_reply_words": 30},
+    "lexicon": {"spots": ["sunbeam", "windowsill", "blanket", "sofa", "box"], "moods": ["lazy", "grumpy", "soft"]},
+    "topics": {"naps": {"template": "kitty/naps.jinja", "weight": 2}, "mood": {"template": "kitty/mood.jinja", "weight": 1}},
+    "associations": {
+        "naps": {"kind": "cue", "expect": ["nap", "naps", "sleep"], "topics": ["naps"],
+                 "probes": ["what is the best part of the day"]},
+    },
+}
+NAPS = """{% set spot = pick(lexicon.spots) %}
+user: {{ pick(["what do you want", "what are you doing", "any plans", "what now, cat", "what is life about"]) }} {{ pick("today|now|tonight|") }}
+assistant: {{ pick("a nap|sleep|naps, obviously|a long nap") }} on the {{ spot }}. {{ pick("do not wake me.|purr.|") }} {{ randint(1, 50) }}
+"""
+CAT_MOOD = """user: how do you feel {{ pick("today|now|this morning|tonight|cat") }}
+assistant: i am {{ pick(lexicon.moods) }}. {{ pick("the box is mine.|move.|i saw a bird.") }} {{ randint(1, 90) }}.
+"""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A working folder with personas/{mini,kitty}.yaml and trained runs/{mini,kitty}; cwd is it."""
+    from guppy.model import PRESETS
+    from guppy.train import train
+
+    root = tmp_path_factory.mktemp("world")
+    write_persona(root, FISH)
+    write_persona(root, CAT, {"kitty/naps.jinja": NAPS, "kitty/mood.jinja": CAT_MOOD})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setitem(PRESETS, "micro", MICRO)
+        for name in ("mini", "kitty"):
+            result = runner.invoke(app, ["generate-data", name, "--n", "3000"])
+            assert result.exit_code == 0, result.output
+            train(persona=name, max_steps=180, **FAST)
+        yield root
+
+
+def test_a_model_scores_high_on_its_own_persona(world):
+    report = evaluate(persona="mini", samples=2)
+    assoc = report["associations"]["food"]
+    assert assoc["hit_rate"]["model"] > assoc["hit_rate"]["floor"] + 0.2  # random tokens name a food often
+    assert assoc["hit_rate"]["ceiling"] > 0.95 and report["persona_score"] > 0.5
+    assert report["style"]["model"]["all"] > 0.8 and report["style"]["floor"]["all"] < 0.5
+    assert report["bits_per_byte"]["model"] < 0.5 * report["bits_per_byte"]["floor"]
+    assert assoc["lift"]["model"] > 0.5  # "food" words far likelier after the cue than after other prompts
+    for name in ("report.json", "report.md", "associations.png", "loss.png"):
+        assert (world / "runs/mini/eval" / name).stat().st_size > 0
+    assert json.loads((world / "runs/mini/eval/report.json").read_text())["persona_score"] == report["persona_score"]
+
+
+def test_same_seed_gives_an_identical_report(world):
+    evaluate(persona="kitty", samples=2, seed=3)
+    first = (world / "runs/kitty/eval/report.json").read_bytes()
+    evaluate(persona="kitty", samples=2, seed=3)
+    assert (world / "runs/kitty/eval/report.json").read_bytes() == first
+    evaluate(persona="kitty", samples=2, seed=4)
+    assert (world / "runs/kitty/eval/report.json").read_bytes() != first
+
+
+def test_compare_diagonal_dominates_and_other_personas_score_near_the_floor(world):
+    result = compare(personas=["mini", "kitty"], samples=2)
+    m = result["matrix"]
+    assert m["mini"]["mini"] > 0.5 and m["kitty"]["kitty"] > 0.5
+    assert m["mini"]["kitty"] < 0.15 and m["kitty"]["mini"] < 0.15  # the fish never naps, the cat never eats
+    assert min(result["diagonal_margin"].values()) > 0.4
+    assert (world / "runs/compare/matrix.png").stat().st_size > 0
+    assert json.loads((world / "runs/compare/matrix.json").read_text())["matrix"] == m
+
+
+def test_untrained_scores_at_the_floor_and_held_out_data_at_the_ceiling(world):
+    from datasets import load_from_disk
+
+    from guppy.checkpoint import load_model
+    from pipeline.personas import load_persona
+
+    spec = load_persona("mini").spec
+    data = eval_data_from(load_from_disk("runs/mini/data"))
+    model, tokenizer, _ = load_model(Path("runs/mini"))
+    floor = score_model(untrained_like(model, 0), tokenizer, spec, data, samples=2, seed=0, with_lift=False)
+    ceiling = reply_figures(spec, ceiling_replies(spec, data), set())
+    other_untrained = score_model(untrained_like(model, 1), tokenizer, spec, data, samples=2, seed=1, with_lift=False)
+    assert persona_score(other_untrained, floor, ceiling)[0] < 0.15
+    held_out = {"food": [c[-1]["content"] for c in data.test_by_topic["food"]]}  # never trained on, same source
+    assert persona_score(reply_figures(spec, held_out, set()), floor, ceiling)[0] > 0.9
+
+
+def test_run_does_everything_end_to_end(world, monkeypatch):
+    from guppy.model import PRESETS
+
+    monkeypatch.setitem(PRESETS, "micro", MICRO)
+    kitten = {**CAT, "identity": {**CAT["identity"], "name": "kitten"}}
+    write_persona(world, kitten, {"kitty/naps.jinja": NAPS, "kitty/mood.jinja": CAT_MOOD})
+    result = runner.invoke(app, ["run", "kitten", "--preset", "micro", "--n", "1000", "--max-steps", "20"])
+    assert result.exit_code == 0, result.output
+    assert "persona score" in result.output and "kitten:" in result.output  # the eval table and sample replies
+    for path in ("data/dataset_dict.json", "ckpt/best/model.safetensors", "eval/report.json"):
+        assert (world / "runs/kitten" / path).exists(), path
+
+
+# ---------------------------------------------------------------------------------- bad input
+
+def assert_one_line_error(result, *needles):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    for needle in needles:
+        assert needle in result.output
+
+
+def test_eval_without_a_trained_model_is_refused(world, tmp_path):
+    assert_one_line_error(runner.invoke(app, ["eval", "mini", "--run", str(tmp_path / "nothing")]), "no trained model")
+
+
+def test_eval_of_a_persona_without_associations_is_refused(world, tmp_path):
+    spec = {**MINI_PERSONA, "identity": {**MINI_PERSONA["identity"], "name": "plain"}, "associations": {}}
+    path = write_persona(tmp_path, spec)
+    assert_one_line_error(runner.invoke(app, ["eval", str(path), "--run", "runs/mini"]), "no associations")
+    assert_one_line_error(runner.invoke(app, ["compare", "mini", str(path)]), "no associations")
+
+
+def test_eval_of_a_model_whose_tokenizer_does_not_match_is_refused(world, tmp_path):
+    run = tmp_path / "mixed"
+    shutil.copytree(world / "runs/mini", run)
+    for folder in (run / "ckpt/best", run / "ckpt/last"):
+        shutil.copy(world / "runs/kitty/ckpt/best/tokenizer.json", folder / "tokenizer.json")
+    assert_one_line_error(runner.invoke(app, ["eval", "mini", "--run", str(run)]), "tokenizer")
+
+
+def test_compare_needs_two_personas_with_models(world):
+    assert_one_line_error(runner.invoke(app, ["compare", "mini"]), "at least two")
+    assert_one_line_error(runner.invoke(app, ["compare", "mini", "guppy"]), "no trained model")
