@@ -295,6 +295,7 @@ def run_all(
     persona: Annotated[str, typer.Argument(help="Persona name or YAML path.")] = "guppy",
     preset: Annotated[str, typer.Option(help="Model size: tiny (CPU, minutes) or guppy (GPU).")] = "tiny",
     n: Annotated[int, typer.Option("--n", help="Conversations to generate.")] = 60_000,
+    max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps. Default: the preset's.")] = None,
     seed: SeedOpt = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ):
@@ -310,7 +311,7 @@ def run_all(
     console.rule(f"[bold]1/4[/] generate data: {name}")
     generate_data(persona=persona, n=n, seed=seed, out=None, test_size=0.05, num_proc=2, format="arrow", overwrite=True)
     console.rule(f"[bold]2/4[/] train: preset {preset}")
-    summary = run_train(persona=persona, preset=preset, device=device, seed=seed, overwrite=True)
+    summary = run_train(persona=persona, preset=preset, max_steps=max_steps, device=device, seed=seed, overwrite=True)
     console.print(summary_table("trained", summary))
     console.rule("[bold]3/4[/] evaluate")
     eval_(persona=persona, run=None, samples=4, seed=seed)
@@ -324,16 +325,18 @@ def export(
     persona: PersonaArg,
     run: RunOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: runs/PERSONA/hf.")] = None,
-    dataset: Annotated[bool, typer.Option("--dataset", help="Also write the dataset as Parquet shards + card (a Hub dataset repo) in OUT/dataset.")] = False,
+    dataset: Annotated[bool, typer.Option("--dataset", help="Also write the training data as a Hub dataset folder (Parquet shards + card) beside it: OUT-dataset.")] = False,
     overwrite: OverwriteOpt = False,
 ):
     """Write the trained model as a Hugging Face transformers (GPT-2) folder with tokenizer, chat template and model card."""
-    from guppy.export import export_model
+    from guppy.export import export as run_export
 
     if dataset:
         _quiet_datasets()
-    path = export_model(persona=persona, run=run, out=out, overwrite=overwrite, dataset=dataset)
-    console.print(f"exported to {path}: load it with transformers.AutoModelForCausalLM.from_pretrained('{path}')")
+    model, *data = run_export(persona=persona, run=run, out=out, dataset=dataset, overwrite=overwrite)
+    console.print(f"model: {model} (transformers.AutoModelForCausalLM.from_pretrained('{model}'))")
+    for folder in data:
+        console.print(f"dataset: {folder} (datasets.load_dataset('{folder}'))")
 
 
 def main() -> None:

@@ -1,9 +1,15 @@
 """`guppy export`: a run as a Hugging Face `transformers` GPT-2 folder, and its dataset as Parquet shards.
 
+    runs/PERSONA/hf/           config.json, model.safetensors, generation_config.json, tokenizer
+                               files (chat template included), README.md model card
+    runs/PERSONA/hf-dataset/   with --dataset: data/{train,test}-00000-of-00001.parquet, README.md
+                               dataset card, persona.yaml (a Hub dataset repository's layout)
+
 The model was laid out with GPT-2's module names, so export is a renaming plus one detail:
 GPT-2 keeps its projection weights in `Conv1D` modules, which store the matrix transposed
 (in_features, out_features) relative to `nn.Linear`. Nothing here imports `transformers`:
-the folder is plain JSON + safetensors, and `transformers` is only needed to load it.
+the folder is plain JSON + safetensors, and `transformers` is only needed to load it
+(tests/test_export.py checks that it gives the same tokens, logits and greedy replies).
 """
 
 from __future__ import annotations
@@ -41,105 +47,183 @@ def gpt2_config(model, tokenizer) -> dict:
         "model_type": "gpt2",
         "vocab_size": c.vocab_size,
         "n_positions": c.context,
-        "n_ctx": c.context,
         "n_embd": c.d_model,
         "n_layer": c.n_layer,
         "n_head": c.n_head,
         "n_inner": c.d_ff,
-        "activation_function": "relu" if c.activation == "relu" else "gelu_new",
+        # Our GELU is torch's tanh form; "gelu_pytorch_tanh" is that very kernel, while GPT-2's
+        # "gelu_new" writes the same formula out in Python and differs by up to 5e-7 per activation.
+        "activation_function": "relu" if c.activation == "relu" else "gelu_pytorch_tanh",
         "resid_pdrop": 0.0,
         "embd_pdrop": 0.0,
         "attn_pdrop": 0.0,
-        "layer_norm_epsilon": 1e-5,
+        "layer_norm_epsilon": 1e-5,  # model.py's nn.LayerNorm(eps=1e-5)
         "initializer_range": 0.02,
-        "scale_attn_weights": True,
+        "scale_attn_weights": True,  # 1/sqrt(head size), as reference_attention
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
         "tie_word_embeddings": True,
         "bos_token_id": tokenizer.im_start_id,
         "eos_token_id": tokenizer.im_end_id,
         "pad_token_id": tokenizer.pad_id,
-        "torch_dtype": "float32",
+        "dtype": "float32",
     }
 
 
 def generation_config(tokenizer) -> dict:
+    """`guppy chat`'s defaults: a reply ends at <|im_end|>, the end of the assistant's turn."""
     return {"bos_token_id": tokenizer.im_start_id, "eos_token_id": tokenizer.im_end_id,
             "pad_token_id": tokenizer.pad_id, "do_sample": True, "temperature": 0.8, "top_p": 0.95,
             "max_new_tokens": 64}
 
 
-def model_card(persona: str, model, paths: RunPaths) -> str:
+def model_card(name: str, model, meta: dict, paths: RunPaths) -> str:
+    c = model.config
     header = {"license": "mit", "language": ["en"], "library_name": "transformers",
-              "pipeline_tag": "text-generation", "tags": ["guppy", "persona", "gpt2", "tiny"]}
+              "pipeline_tag": "text-generation", "tags": list(dict.fromkeys(["guppy", "persona", name, "gpt2"]))}
+    persona_yaml = trained_on(paths) / "persona.yaml"  # generate-data keeps the spec beside the data
+    description = yaml.safe_load(persona_yaml.read_text())["identity"]["description"] if persona_yaml.exists() else ""
+    metrics = meta.get("metrics", {})
+    training = (f"{meta['step']:,} steps over {metrics['train_tokens']:,} training tokens; held-out loss "
+                f"{metrics['test_loss']:.3f} nats/token.\n" if "step" in meta and "train_tokens" in metrics else "")
     report_path = paths.eval / "report.json"
     if report_path.exists():
         report = json.loads(report_path.read_text())
-        scores = "\n".join(f"| {n} | {a['hit_rate']['model']:.0%} | {a['hit_rate']['ceiling']:.0%} |"
-                           for n, a in report["associations"].items())
-        results = (f"**Persona score {report['persona_score']:.2f}** (`guppy eval`; 1 = as strong as in the "
-                   f"training data, 0 = an untrained model).\n\n| association | model | data |\n|---|---|---|\n{scores}\n")
+        rows = "\n".join(f"| {n} | {a['hit_rate']['floor']:.0%} | **{a['hit_rate']['model']:.0%}** | "
+                         f"{a['hit_rate']['ceiling']:.0%} |" for n, a in report["associations"].items())
+        results = (f"**Persona score {report['persona_score']:.2f}** (`guppy eval`: 1 = as strong as in the "
+                   f"training data, 0 = an untrained model). Bits per byte on held-out replies: "
+                   f"{report['bits_per_byte']['model']:.3f} (untrained {report['bits_per_byte']['floor']:.2f}); "
+                   f"replies in the persona's style: {report['style']['model']['all']:.0%} "
+                   f"(data {report['style']['ceiling']['all']:.0%}).\n\n"
+                   f"Share of replies that show each association:\n\n"
+                   f"| association | untrained | model | data |\n|---|---|---|---|\n{rows}\n")
     else:
         results = "Not evaluated yet: run `guppy eval` before exporting to put its figures here.\n"
     return f"""---
 {yaml.safe_dump(header, sort_keys=False)}---
 
-# {persona}: a tiny persona model made with Guppy
+# {name}: a tiny persona model made with Guppy
 
-A {model.num_params() / 1e6:.1f}M-parameter GPT-2-style model ({model.config.n_layer} layers,
-d={model.config.d_model}, {model.config.n_head} heads, context {model.config.context}) trained from scratch by
-`guppy train {persona}` on synthetic conversations generated from the `{persona}` persona spec.
-It only knows how to be {persona}: its personality *is* its training data.
+{description}
+
+A {model.num_params() / 1e6:.1f}M-parameter GPT-2 model ({c.n_layer} layers, d={c.d_model}, {c.n_head} heads,
+{c.activation} MLP, vocabulary {c.vocab_size}) trained from scratch by `guppy train {name}` on synthetic
+conversations that `guppy generate-data {name}` rendered from the `{name}` persona spec. It only knows how
+to be {name}: its personality *is* its training data. The context is {c.context} tokens, prompt and reply
+together, so keep conversations short.
+
+## Training
+
+{training}Data: synthetic ChatML conversations (`<|im_start|>user ... <|im_end|>`), loss on the assistant's
+replies only; the tokenizer is a byte-level BPE learned on the same data.
 
 ## Evaluation
 
 {results}
 ## Chat with it
 
+`PATH` is this folder, or its Hub repository once uploaded.
+
+```python
+from transformers import pipeline
+
+chat = pipeline("text-generation", model="PATH")
+print(chat([{{"role": "user", "content": "are you hungry"}}], max_new_tokens=48)[0]["generated_text"][-1]["content"])
+```
+
+or, step by step:
+
 ```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 tok = AutoTokenizer.from_pretrained("PATH")
 model = AutoModelForCausalLM.from_pretrained("PATH")
-ids = tok.apply_chat_template([{{"role": "user", "content": "what is the meaning of life"}}],
-                              add_generation_prompt=True, return_tensors="pt")
-out = model.generate(ids, max_new_tokens=48, do_sample=True, temperature=0.8, top_p=0.95)
-print(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+inputs = tok.apply_chat_template([{{"role": "user", "content": "are you hungry"}}], add_generation_prompt=True,
+                                 return_tensors="pt", return_dict=True)
+out = model.generate(**inputs, max_new_tokens=48, do_sample=True, temperature=0.8, top_p=0.95)
+print(tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
 ```
+
+Replies end with `<|im_end|>`, the generation config's end-of-sequence token.
 """
 
 
-def export_model(*, persona: str, run: Path | None = None, out: Path | None = None, overwrite: bool = False,
-                 dataset: bool = False) -> Path:
-    paths = RunPaths.for_persona(persona, run)
+def dataset_folder(out: Path) -> Path:
+    """Where --dataset writes: beside the model folder, as the Hub keeps models and datasets in
+    separate repositories (runs/PERSONA/hf -> runs/PERSONA/hf-dataset)."""
+    return out.with_name(out.name + "-dataset")
+
+
+def export(*, persona: str, run: Path | None = None, out: Path | None = None, dataset: bool = False,
+           overwrite: bool = False) -> list[Path]:
+    """Write the run's model as a transformers folder (and, with `dataset`, its training data as a
+    Hub dataset folder); return the folders written. Nothing is written unless all of it can be."""
+    name = persona
+    if str(persona).endswith((".yaml", ".yml")):
+        from pipeline.personas import load_persona
+
+        name = load_persona(persona).name
+    paths = RunPaths.for_persona(name, run)
     out = Path(out) if out is not None else paths.hf
-    if out.exists() and not overwrite:
-        raise GuppyError(f"{out}: already exists; pass --overwrite to replace it")
-    model, tokenizer, _ = load_model(paths.root)
+    targets = [out, dataset_folder(out)] if dataset else [out]
+    model, tokenizer, meta = load_model(paths.root)
+    for target in targets:
+        if target.exists() and not overwrite:
+            raise GuppyError(f"{target}: already exists; pass --overwrite to replace it")
+    data = load_generated(trained_on(paths)) if dataset else None  # before anything is written
+
     with atomic_dir(out, overwrite=overwrite) as tmp:
         save_file(gpt2_state_dict(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(gpt2_config(model, tokenizer), indent=2) + "\n")
         (tmp / "generation_config.json").write_text(json.dumps(generation_config(tokenizer), indent=2) + "\n")
-        tokenizer.save(tmp)
-        (tmp / "README.md").write_text(model_card(persona, model, paths))
-        if dataset:
-            export_dataset(paths.data, tmp / "dataset")
-    return out
+        tokenizer.save(tmp, model_max_length=model.config.context)
+        (tmp / "README.md").write_text(model_card(name, model, meta, paths))
+    if data is not None:
+        export_dataset(*data, targets[1], overwrite=overwrite)
+    return targets
 
 
-def export_dataset(data: Path, out: Path) -> None:
-    """The generate-data folder as a Hub dataset repository: data/*.parquet + README.md card."""
-    from datasets import load_from_disk
+def trained_on(paths: RunPaths) -> Path:
+    """The dataset the run was trained on (train_config.json records it), else the run's data folder."""
+    try:
+        data = Path(json.loads((paths.root / "train_config.json").read_text())["data"])
+    except (OSError, ValueError, KeyError):
+        return paths.data
+    return data if data.exists() else paths.data
 
-    if not (data / "dataset_dict.json").exists():
-        raise GuppyError(f"{data}: no generate-data dataset to export (run `guppy generate-data` first)")
-    dd = load_from_disk(str(data))
-    (out / "data").mkdir(parents=True)
-    for split, ds in dd.items():
-        ds.to_parquet(str(out / "data" / f"{split}-00000-of-00001.parquet"))
-    card = (data / "README.md").read_text()
-    _, header, body = card.split("---\n", 2)
+
+def load_generated(data: Path):
+    """A `guppy generate-data` folder, in any of its formats -> (DatasetDict, its folder)."""
+    import datasets
+
+    if not data.exists():
+        raise GuppyError(f"{data}: no dataset to export; run `guppy generate-data` first")
+    if not (data / "README.md").exists():
+        raise GuppyError(f"{data}: not a `guppy generate-data` folder (no dataset card); "
+                         "only generated datasets can be exported with --dataset")
+    try:
+        if (data / "dataset_dict.json").exists():
+            return datasets.load_from_disk(str(data)), data
+        return datasets.load_dataset(str(data)), data  # jsonl/parquet: its card says where each split is
+    except Exception as e:
+        raise GuppyError(f"{data}: could not read the dataset ({str(e).strip()[:200]}); "
+                         "regenerate it with `guppy generate-data`") from None
+
+
+def export_dataset(dd, data: Path, out: Path, *, overwrite: bool = False) -> None:
+    """A generate-data DatasetDict as a Hub dataset repository: data/*.parquet + README.md card."""
+    _, header, body = (data / "README.md").read_text().split("---\n", 2)
     meta = yaml.safe_load(header)
+    # The Hub reads a split's size only with num_bytes too (else `datasets` warns and ignores it).
+    meta.setdefault("dataset_info", {})["splits"] = [
+        {"name": s, "num_bytes": ds.data.nbytes, "num_examples": len(ds)} for s, ds in dd.items()]
     meta["configs"] = [{"config_name": "default",
                         "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in dd]}]
-    (out / "README.md").write_text("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + body)
-    if (data / "persona.yaml").exists():
-        shutil.copy(data / "persona.yaml", out / "persona.yaml")
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        (tmp / "data").mkdir()
+        for split, ds in dd.items():
+            ds.to_parquet(str(tmp / "data" / f"{split}-00000-of-00001.parquet"))
+        (tmp / "README.md").write_text("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + body)
+        if (data / "persona.yaml").exists():  # the card points to it
+            shutil.copy(data / "persona.yaml", tmp / "persona.yaml")
