@@ -42,9 +42,11 @@ class ModelConfig(pydantic.BaseModel):
 
 
 PRESETS: dict[str, dict] = {
-    # 0.8M parameters besides the embeddings: ~14K tokens/s of fp32 training on a quiet 2-core
-    # CPU (batch 32 x 128), so ~2.5M tokens in ~3 minutes.
-    "tiny": dict(n_layer=4, n_head=4, d_model=128, d_ff=512, context=128),
+    # 0.8M parameters besides the embeddings: ~13K tokens/s of fp32 training on a quiet 2-core
+    # CPU, so ~2M tokens in under 3 minutes. Context 64 holds all but 0.5% of the guppy
+    # conversations and, at the same tokens, reaches a lower held-out loss than 128 (1.81 vs
+    # 2.12): twice the optimizer steps.
+    "tiny": dict(n_layer=4, n_head=4, d_model=128, d_ff=512, context=64),
     # The reference GuppyLM's shape: 8.7M parameters at vocab 4096 (tied head).
     "guppy": dict(n_layer=6, n_head=6, d_model=384, d_ff=768, context=128),
 }

@@ -80,16 +80,17 @@ class TrainConfig(BaseModel):
 
 
 PRESET_DEFAULTS: dict[str, dict] = {
-    # A 2-core CPU trains the tiny shape at ~12.5K tokens/s: 900 steps of 16 x 128 tokens (1.8M tokens,
-    # 0.75 epoch of 60K guppy conversations) take ~2.5 min, `guppy train guppy` 162 s in all; held-out
-    # loss 2.14. Swept at that budget (held-out loss): batch 16, lr 4e-3, 100 warmup steps 2.1;
-    # lr 1e-2 3.3; batch 32 3.1; batch 8 at lr 2e-3..4e-3 2.1-2.2 but slower per token on a CPU.
-    "tiny": dict(max_steps=900, batch_size=16, lr=4e-3, warmup_steps=100, eval_every=300, eval_batches=8,
+    # A 2-core CPU trains the tiny shape at ~12.5K tokens/s: 1800 steps of 16 x 64 tokens (1.8M tokens,
+    # 0.75 epoch of 60K guppy conversations) take ~2.5 min. Swept at that budget, 8 runs side by side
+    # (held-out loss): context 64 with lr 3e-3..5e-3 1.78-1.81 (5e-3 with 200 warmup steps best),
+    # lr 6e-3 1.88, batch 8 1.85, vocab 2048 1.91; context 128 (900 steps) lr 4e-3 2.12, 6e-3 2.30.
+    "tiny": dict(max_steps=1800, batch_size=16, lr=5e-3, warmup_steps=200, eval_every=600, eval_batches=16,
                  log_every=10),
-    # One H100 trains the guppy shape at ~1.8M tokens/s in bf16 (eager; the step is bound by Python
+    # One H100 trains the guppy shape at ~1.4M tokens/s in bf16 (eager; the step is bound by Python
     # launching kernels): 500 steps of 256 x 128 tokens (16M tokens, ~7 epochs) take ~9 s, the whole
-    # `guppy train guppy --preset guppy` 19 s; held-out loss 0.70 (0.65 after 2.4x as long).
-    # lr 6e-3 stalls at this batch; 4e-3 with 100 warmup steps does not.
+    # `guppy train guppy --preset guppy` ~20 s; held-out loss 0.697. 5x as long (2500 steps) is best
+    # at 0.675 (step 1250-1500), then overfits (0.83 at the end). Batch 512 at lr 6e-3 runs at 2.1M
+    # tokens/s and reaches 0.684 in 500 steps, but takes ~7 s more. lr 6e-3 stalls at batch 256.
     "guppy": dict(max_steps=500, batch_size=256, lr=4e-3, warmup_steps=100, eval_every=250, eval_batches=4,
                   log_every=10),
 }
