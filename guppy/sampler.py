@@ -45,11 +45,13 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int = 48, tempe
     """Yield a (B,) LongTensor of new tokens per step until every row has produced `stop_id`
     or `max_new_tokens` steps. A finished row yields `stop_id` from then on.
 
-    Prompts longer than the context allows are cut from the left, keeping room for the reply;
-    the reply is cut where prompt + reply would pass the context."""
+    A prompt is cut from the left only where it leaves the reply less than
+    min(max_new_tokens, context / 2) tokens of room (never to make room for a long max_new_tokens
+    in a short context: that would cut the question away); the reply stops at the context's end."""
     context = model.config.context
     device = model.lm_head.weight.device
-    prompts = [p[-max(1, context - max_new_tokens):] for p in prompts]
+    room = min(max_new_tokens, context // 2)
+    prompts = [p[-(context - room):] for p in prompts]
     width = max(len(p) for p in prompts)
     steps = min(max_new_tokens, context - width)
     idx = torch.tensor([[0] * (width - len(p)) + p for p in prompts], device=device)  # (B, width), any pad id

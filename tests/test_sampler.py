@@ -74,7 +74,11 @@ def test_long_prompt_is_cut_from_the_left_to_fit_the_context():
     out = tokens(model, [long], max_new_tokens=6)[0]
     assert len(out) == 6
     assert out == tokens(model, [long[-10:]], max_new_tokens=6)[0]  # 10 prompt + 6 new = 16
-    assert len(tokens(model, [long], max_new_tokens=40)[0]) == 15  # at least one prompt token stays
+    # A long max_new_tokens never cuts the question away: half the context stays the prompt's.
+    wordy = tokens(model, [long], max_new_tokens=40)[0]
+    assert len(wordy) == 8 and wordy == tokens(model, [long[-8:]], max_new_tokens=8)[0]
+    short = list(range(1, 6))
+    assert tokens(model, [short], max_new_tokens=40)[0] == tokens(model, [short], max_new_tokens=11)[0]
 
 
 def test_stops_at_end_of_turn_token():
