@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Callable
 
 _NOT_WORD = re.compile(r"[^\w\s']+")
 _SPACE = re.compile(r"\s+")
@@ -19,11 +20,28 @@ def normalize_prompt(text: str) -> str:
     return _SPACE.sub(" ", _NOT_WORD.sub(" ", text.lower())).strip()
 
 
-def leak_free_split(prompts: list[str], *, test_size: float, seed: int) -> list[bool]:
-    """Return, for each row, whether it belongs to the test split."""
+class PromptKeys(dict):
+    """normalize_prompt with a memory, as a dict: `keys[prompt]` normalizes each prompt once.
+
+    Templates repeat prompts (60K guppy conversations hold ~27K distinct ones), and the
+    generator needs each row's key three times: probe check, unique count and split.
+    """
+
+    def __missing__(self, prompt: str) -> str:
+        self[prompt] = key = normalize_prompt(prompt)
+        return key
+
+
+def leak_free_split(prompts: list[str], *, test_size: float, seed: int,
+                    normalize: Callable[[str], str] = normalize_prompt) -> list[bool]:
+    """Return, for each row, whether it belongs to the test split.
+
+    `normalize` gives a prompt's group key. Pass a memo of normalize_prompt, such as
+    `PromptKeys().__getitem__`, to reuse keys computed earlier; anything else changes the rule.
+    """
     groups: dict[str, list[int]] = {}
     for i, prompt in enumerate(prompts):
-        groups.setdefault(normalize_prompt(prompt), []).append(i)
+        groups.setdefault(normalize(prompt), []).append(i)
 
     def rank(key: str) -> bytes:
         return hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest()

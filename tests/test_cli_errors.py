@@ -57,6 +57,9 @@ CASES = {
     "sandbox escape": (None, {"mini/food.jinja": FOOD,
                               "mini/mood.jinja": "user: hi\nassistant: {{ ''.__class__.__mro__[1].__subclasses__() }}"},
                        ["mood.jinja:2", "sandbox", "__class__"]),
+    "sandbox escape through a dict": (None, {"mini/food.jinja": FOOD,
+                                             "mini/mood.jinja": "user: hi\nassistant: {{ lexicon.__class__ }}"},
+                                      ["mood.jinja:2", "sandbox", "__class__"]),
 }
 
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 
+import copy
+
 import datasets
 import pytest
 
 from pipeline.generate import generate_data, plan_counts
-from pipeline.split import leak_free_split, normalize_prompt
+from pipeline.personas import load_persona
+from pipeline.render import Renderer
+from pipeline.split import PromptKeys, leak_free_split, normalize_prompt
+from tests.conftest import MINI_PERSONA, write_persona
 
 
 def rows_hash(dd: datasets.DatasetDict) -> str:
@@ -33,6 +38,48 @@ def test_split_never_shares_a_normalized_prompt():
     test = {normalize_prompt(p) for p, t in zip(prompts, is_test) if t}
     assert test and not train & test
     assert 0.05 < sum(is_test) / len(prompts) < 0.15
+
+
+def test_prompt_keys_remember_normalize_prompt():
+    prompts = ["Hello, Fish!", "hello fish", "HELLO   fish?!", "are you hungry"] * 50
+    keys = PromptKeys()
+    assert [keys[p] for p in prompts] == [normalize_prompt(p) for p in prompts] and len(keys) == 4
+    assert (leak_free_split(prompts, test_size=0.3, seed=1, normalize=keys.__getitem__)
+            == leak_free_split(prompts, test_size=0.3, seed=1))
+
+
+# Every feature of a template at once: slots, pick from a list and from "a|b", pick_n, maybe,
+# randint, lexicon and persona fields, a turn spread over lines, spaces before punctuation.
+STABLE = """{% set f = pick(lexicon.foods) %}
+user: {{ pick(["hi", "hello", "hey"]) }} {{ persona.name }} , want {{ f }} ?
+assistant: {{ pick("yes|no|maybe") }} ! {{ pick_n(lexicon.moods, 2)|join(" and ") }} .
+  {% if maybe(0.5) %}I Like {{ f }} ;{% endif %} {{ randint(1, 9) }}
+user: more ?
+assistant: {{ pick(lexicon.foods) }}   .
+"""
+
+
+def test_rendering_is_the_same_as_ever(tmp_path):
+    """Same seed, same conversations, across versions too: the renderer may get faster, but it
+    must draw from the RNG and fold whitespace exactly as it always has."""
+    spec = copy.deepcopy(MINI_PERSONA)
+    spec["topics"]["mood"]["template"] = "mini/stable.jinja"
+    path = write_persona(tmp_path, spec, {"mini/food.jinja": "user: a\nassistant: b", "mini/stable.jinja": STABLE})
+    renderer = Renderer(load_persona(path), seed=7)
+    assert renderer.render("mood", 0) == (("user", "hi mini, want daphnia?"), ("assistant", "no! bouncy and wiggly. 7"),
+                                          ("user", "more?"), ("assistant", "bloodworms."))
+    assert renderer.render("mood", 6) == (("user", "hey mini, want brine shrimp?"),
+                                          ("assistant", "yes! sleepy and happy. i like brine shrimp; 3"),
+                                          ("user", "more?"), ("assistant", "flakes."))
+    convs = repr([renderer.render("mood", i) for i in range(300)]).encode()
+    assert hashlib.sha256(convs).hexdigest() == "57322e8c227c35f079804f7042a74e93ae23d0aaaad4ab8a6bab895b57e409b3"
+
+
+def test_dataset_rows_are_the_same_as_ever(mini, tmp_path):
+    """Ids, order, split and columns of a seeded dataset, pinned (made by the first release)."""
+    generate_data(persona=mini, n=300, seed=0, out=tmp_path / "d", num_proc=2)
+    assert rows_hash(datasets.load_from_disk(str(tmp_path / "d"))) == (
+        "c3eaeba0dbc15a36eea61a3ad1a1acb2517fd256470bb63eb17c506f1aa746cc")
 
 
 def test_dataset_has_contract_columns_and_no_leak_or_duplicates(mini, tmp_path):
