@@ -100,7 +100,7 @@ def bar_chart(report: dict, path: Path) -> None:
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of replies that show it")
     ax.set_title(f"{report['persona']}: association hit rate (persona score {report['persona_score']:.2f})")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8, frameon=False)  # off the bars
     fig.tight_layout()
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
