@@ -34,8 +34,9 @@ CHAT = [{"role": "user", "content": "are you hungry now"}]
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    """runs/mini: 400 generated conversations and the tiny preset trained 30 steps (23 s on a busy 2-core CPU),
-    enough to answer in words and end its turn (fewer steps answer "....", which proves little)."""
+    """runs/mini: 400 generated conversations and the tiny preset trained 40 steps at a pinned lr (so
+    tuning the preset cannot break it): enough to answer in words and end its turn (fewer steps
+    answer "....", which proves little)."""
     from guppy.train import train
     from pipeline.generate import generate_data
 
@@ -43,7 +44,7 @@ def run(tmp_path_factory) -> Path:
     persona = write_persona(root)
     run = root / "runs" / "mini"
     generate_data(persona=persona, n=400, out=run / "data")
-    train(persona=str(persona), out=run, preset="tiny", max_steps=30, batch_size=8, warmup_steps=2,
+    train(persona=str(persona), out=run, preset="tiny", max_steps=40, batch_size=16, lr=4e-3, warmup_steps=2,
           eval_every=30, eval_batches=1, log_every=10, vocab_size=400, device="cpu", progress=False)
     return run
 
