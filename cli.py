@@ -7,6 +7,7 @@ problem and exits with code 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -202,7 +203,8 @@ def train(
     _quiet_datasets()
     summary = run(persona=persona, data=data, preset=preset, out=out, max_steps=max_steps, device=device,
                   seed=seed, resume=resume)
-    console.print(summary_table("trained", summary))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary rather than one per process
+        console.print(summary_table("trained", summary))
 
 
 def summary_table(title: str, summary: dict) -> Table:

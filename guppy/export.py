@@ -187,7 +187,7 @@ def export(*, persona: str, run: Path | None = None, out: Path | None = None, da
 def trained_on(paths: RunPaths) -> Path:
     """The dataset the run was trained on (train_config.json records it), else the run's data folder."""
     try:
-        data = Path(json.loads((paths.root / "train_config.json").read_text())["data"])
+        data = Path(json.loads(paths.config.read_text())["data"])
     except (OSError, ValueError, KeyError):
         return paths.data
     return data if data.exists() else paths.data

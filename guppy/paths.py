@@ -4,6 +4,7 @@
         data/                  generated DatasetDict (+ README.md card, persona.yaml)
         tokenizer/             tokenizer.json + tokenizer_config.json (chat template)
         ckpt/best/, ckpt/last/ checkpoints: model.safetensors, config.json, state
+        train_config.json      the resolved training config (and which dataset it read)
         metrics.jsonl          one JSON object per logged step / eval
         loss.png               loss curve
         eval/                  report.json, report.md, charts
@@ -42,6 +43,10 @@ class RunPaths:
     @property
     def last(self) -> Path:
         return self.root / "ckpt" / "last"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "train_config.json"
 
     @property
     def metrics(self) -> Path:

@@ -480,7 +480,7 @@ class Trainer:
                                                               else None)
         if procs.main:
             paths.root.mkdir(parents=True, exist_ok=True)
-            with atomic_file(paths.root / "train_config.json") as tmp:
+            with atomic_file(paths.config) as tmp:
                 tmp.write_text(json.dumps({"train": cfg.model_dump(), "model": self.mconf.model_dump(),
                                            "data": str(self.data), "world_size": procs.world}, indent=2) + "\n")
         metrics = Metrics(paths.metrics, keep_until=self.step if self.resuming else -1, enabled=procs.main)
