@@ -306,6 +306,9 @@ def generate_data(*, persona: str | Path, n: int = 60_000, seed: int = 0, out: P
         rows = shuffled_rows(kept, facts, seed)  # 6. split
         is_test = leak_free_split([row.conv[0][1] for row in rows], test_size=test_size, seed=seed,
                                   normalize=keys.__getitem__)
+        if all(is_test) or not any(is_test):
+            raise GuppyError(f"--n {n}: too few distinct prompts to hold out a test split that shares none "
+                             "with train; generate more conversations")
         dataset = build_dataset(loaded, rows, is_test)
         report.train, report.test = len(dataset["train"]), len(dataset["test"])
         save(dataset, loaded, report, seed=seed, test_size=test_size, fmt=fmt, overwrite=overwrite)  # 7. save

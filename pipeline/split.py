@@ -47,7 +47,7 @@ def leak_free_split(prompts: list[str], *, test_size: float, seed: int,
         return hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest()
 
     is_test = [False] * len(prompts)
-    budget = round(test_size * len(prompts))
+    budget = max(1, round(test_size * len(prompts)))  # a few rows still get a test row of their own
     taken = 0
     for key in sorted(groups, key=rank):
         if taken >= budget:

@@ -133,3 +133,19 @@ def test_exports_load_with_load_dataset(mini, tmp_path, fmt, builder, pattern):
     dd = datasets.load_dataset(builder, data_files=data_files)
     assert set(dd) == {"train", "test"} and len(dd["train"]) + len(dd["test"]) == 300
     assert dd["train"][0]["messages"][-1]["role"] == "assistant"
+
+
+def test_a_tiny_corpus_still_gets_a_readable_test_split(mini, tmp_path):
+    generate_data(persona=mini, n=2, out=tmp_path / "d")  # 5% of 2 rows rounds to none
+    dd = datasets.load_from_disk(str(tmp_path / "d"))
+    assert (len(dd["train"]), len(dd["test"])) == (1, 1)
+
+
+def test_one_prompt_cannot_be_split_leak_free(tmp_path):
+    from guppy.errors import GuppyError
+
+    one = {"mini/food.jinja": "user: hi\nassistant: {{ pick(lexicon.foods) }} {{ randint(1, 999) }}.\n",
+           "mini/mood.jinja": "user: hi\nassistant: i feel {{ pick(lexicon.moods) }} {{ randint(1, 999) }}.\n"}
+    with pytest.raises(GuppyError, match="test split"):
+        generate_data(persona=write_persona(tmp_path, templates=one), n=200, out=tmp_path / "d")
+    assert not (tmp_path / "d").exists()
