@@ -56,7 +56,8 @@ def write_card(path: Path, dataset, persona: LoadedPersona, report, *, seed: int
                 {"name": "template", "dtype": "string"},
                 {"name": "id", "dtype": "string"},
             ],
-            "splits": [{"name": s, "num_examples": len(ds)} for s, ds in dataset.items()],
+            # num_bytes too: without it `datasets` ignores the split sizes (and says so)
+            "splits": [{"name": s, "num_bytes": ds.data.nbytes, "num_examples": len(ds)} for s, ds in dataset.items()],
         },
     }
     if fmt != "arrow":
