@@ -303,9 +303,7 @@ def run_all(
 ):
     """Everything, end to end: generate-data -> train -> eval -> a few sample replies."""
     from guppy.chat import sample_replies
-    from guppy.report import evaluate
     from guppy.train import train as run_train
-    from pipeline.generate import generate_data as run_generate
     from pipeline.personas import load_persona
 
     _quiet_datasets()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from guppy.checkpoint import load_model, persona_run
+from guppy.checkpoint import load_model, persona_name, persona_run
 from guppy.sampler import complete, generate
 
 QUIT_WORDS = {"quit", "exit", ":q", "/quit", "/exit"}
@@ -48,9 +48,9 @@ def chat(*, persona: str, run: Path | None = None, prompt: str | None = None, te
          max_new_tokens: int = 64) -> str | None:
     """With `prompt`: print one reply and return it (the same seed gives the same reply).
     Without: chat until quit, exit, Ctrl-D or Ctrl-C."""
-    paths = persona_run(persona, run)
+    name = persona_name(persona)
+    paths = persona_run(name, run)
     model, tokenizer, _ = load_model(paths.root)
-    name = Path(persona).stem if str(persona).endswith((".yaml", ".yml")) else persona
     if prompt is not None:
         reply = complete(model, tokenizer, [prompt], max_new_tokens=max_new_tokens, temperature=temperature,
                          top_k=top_k, top_p=top_p, seed=seed, batch_size=1)[0]

@@ -32,13 +32,18 @@ WEIGHTS, CONFIG = "model.safetensors", "config.json"
 STATE, STATE_JSON = "trainer_state.safetensors", "trainer_state.json"
 
 
-def persona_run(persona: str, run: Path | None = None) -> RunPaths:
-    """The run folder of a persona given by name or by YAML path (only the name matters here)."""
+def persona_name(persona: str) -> str:
+    """A persona given by name or by YAML path -> its name (what names its run folder)."""
     if str(persona).endswith((".yaml", ".yml")):
         from pipeline.personas import load_persona
 
-        persona = load_persona(persona).name
-    return RunPaths.for_persona(str(persona), run)
+        return load_persona(persona).name
+    return str(persona)
+
+
+def persona_run(persona: str, run: Path | None = None) -> RunPaths:
+    """The run folder of a persona given by name or by YAML path (only the name matters here)."""
+    return RunPaths.for_persona(persona_name(persona), run)
 
 
 def _sha256(path: Path) -> str:

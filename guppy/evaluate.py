@@ -97,13 +97,11 @@ def reply_figures(spec: Persona, replies_by_assoc: dict[str, list[str]], train_r
     style = {rule: sum(c[rule] for c in checks) / max(1, len(checks)) for rule in (checks[0] if checks else {})}
     return {
         "hit_rate": hit,
-        "hit_rate_mean": sum(hit.values()) / max(1, len(hit)),
         "style": style,
         "style_all": sum(all(c.values()) for c in checks) / max(1, len(checks)),
         "distinct_1": distinct_n(every, 1),
         "distinct_2": distinct_n(every, 2),
         "memorized": sum(r in train_replies for r in every) / max(1, len(every)),
-        "replies": len(every),
     }
 
 

@@ -22,7 +22,7 @@ import yaml
 from safetensors.torch import save_file
 
 from guppy.atomic import atomic_dir
-from guppy.checkpoint import load_model
+from guppy.checkpoint import load_model, persona_name, persona_run
 from guppy.errors import GuppyError
 from guppy.paths import RunPaths
 
@@ -159,12 +159,8 @@ def export(*, persona: str, run: Path | None = None, out: Path | None = None, da
            overwrite: bool = False) -> list[Path]:
     """Write the run's model as a transformers folder (and, with `dataset`, its training data as a
     Hub dataset folder); return the folders written. Nothing is written unless all of it can be."""
-    name = persona
-    if str(persona).endswith((".yaml", ".yml")):
-        from pipeline.personas import load_persona
-
-        name = load_persona(persona).name
-    paths = RunPaths.for_persona(name, run)
+    name = persona_name(persona)
+    paths = persona_run(name, run)
     out = Path(out) if out is not None else paths.hf
     targets = [out, dataset_folder(out)] if dataset else [out]
     model, tokenizer, meta = load_model(paths.root)

@@ -52,10 +52,15 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def model_config(preset: str, vocab_size: int) -> ModelConfig:
+def preset_shape(preset: str) -> dict:
+    """The model shape of a preset, or a one-line error naming the ones there are."""
     if preset not in PRESETS:
         raise GuppyError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
-    return ModelConfig(vocab_size=vocab_size, **PRESETS[preset])
+    return PRESETS[preset]
+
+
+def model_config(preset: str, vocab_size: int) -> ModelConfig:
+    return ModelConfig(vocab_size=vocab_size, **preset_shape(preset))
 
 
 def reference_attention(q, k, v, mask=None, dropout_p=0.0):

@@ -23,7 +23,7 @@ matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from guppy.atomic import atomic_dir, atomic_file  # noqa: E402
+from guppy.atomic import atomic_dir  # noqa: E402
 from guppy.checkpoint import load_model  # noqa: E402
 from guppy.data import load_conversations  # noqa: E402
 from guppy.errors import GuppyError  # noqa: E402
@@ -102,8 +102,7 @@ def bar_chart(report: dict, path: Path) -> None:
     ax.set_title(f"{report['persona']}: association hit rate (persona score {report['persona_score']:.2f})")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8, frameon=False)  # off the bars
     fig.tight_layout()
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    fig.savefig(path, format="png", dpi=110)  # into write_report's atomic folder
     plt.close(fig)
 
 

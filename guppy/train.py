@@ -101,10 +101,9 @@ RESUMABLE_CHANGES = {"max_steps", "device", "compile"}  # may differ on --resume
 
 
 def resolve_config(preset: str, **overrides) -> TrainConfig:
-    from guppy.model import PRESETS
+    from guppy.model import preset_shape
 
-    if preset not in PRESETS:
-        raise GuppyError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
+    preset_shape(preset)  # an unknown preset fails here, before any data is read
     values = {**PRESET_DEFAULTS.get(preset, {}), **{k: v for k, v in overrides.items() if v is not None}}
     try:
         return TrainConfig(preset=preset, **values)
