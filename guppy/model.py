@@ -215,13 +215,18 @@ class GPT(nn.Module):
         return 6 * n + 12 * c.n_layer * c.d_model * c.context
 
     def configure_optimizer(self, *, lr: float, weight_decay: float, betas=(0.9, 0.95), device_type: str):
-        """AdamW that decays matrices and embeddings (>= 2-D) but not biases and LayerNorm gains."""
+        """AdamW that decays matrices and embeddings (>= 2-D) but not biases and LayerNorm gains.
+        On CUDA it is fused (one kernel for all parameters) and capturable, with the learning rate
+        in a tensor, so that a CUDA graph can replay whole steps (guppy/train.py: GraphedStep)."""
         params = [p for p in self.parameters() if p.requires_grad]
         groups = [
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
+        if device_type == "cuda":
+            lr = torch.tensor(lr, device=params[0].device)
+            return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True, capturable=True)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
 
 def attention_mask(key_ok, T):

@@ -3,7 +3,8 @@
     data       load the DatasetDict, train the tokenizer on the train split (or reuse the run's
                on --resume), tokenize, pack into rows of context + 1 tokens (guppy/data.py)
     model      GPT of the preset's shape; AdamW (fused on CUDA); torch.compile where it pays
-    loop       set lr -> eval + checkpoint -> micro-steps -> clip -> step -> log
+    loop       set lr -> eval + checkpoint -> batch -> step (micro-steps, clip, AdamW; one CUDA
+               graph on one GPU) -> log
     outputs    runs/PERSONA/: ckpt/best, ckpt/last (resumable), metrics.jsonl, loss.png,
                train_config.json (the resolved config)
 
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from guppy.atomic import atomic_dir, atomic_file
@@ -65,6 +67,8 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when a GPU is visible.")
     compile: Literal["auto", "on", "off"] = Field("auto", description=(
         "torch.compile: auto compiles on CUDA for runs of 10,000 steps or more (where it pays back), never on CPU."))
+    cuda_graph: bool = Field(True, description=(
+        "On one GPU (no torchrun, no torch.compile), replay each optimizer step as one captured CUDA graph."))
     vocab_size: int = Field(4096, ge=300, description="Tokens the tokenizer may learn (a small corpus yields fewer).")
     test_size: float = Field(0.05, gt=0, lt=1, description="Held-out share when a dataset file has no test split.")
 
@@ -97,7 +101,7 @@ PRESET_DEFAULTS: dict[str, dict] = {
 # torch.compile, measured on an H100 (guppy shape, batch 256): ~20 s to compile (cold cache) for a
 # step ~13% faster (15.2 instead of 17.5 ms). It pays back after ~9,000 steps; "auto" compiles from here.
 COMPILE_PAYS_AFTER = 10_000
-RESUMABLE_CHANGES = {"max_steps", "device", "compile"}  # may differ on --resume; max_steps extends a run
+RESUMABLE_CHANGES = {"max_steps", "device", "compile", "cuda_graph"}  # may differ on --resume; max_steps extends a run
 
 
 def resolve_config(preset: str, **overrides) -> TrainConfig:
@@ -193,21 +197,21 @@ class Batches:
         self.micro = cfg.batch_size // procs.world // cfg.grad_accum
         self.epoch = -1
 
-    def __call__(self, step: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor, int]], int]:
-        """This rank's micro-batches (x, y, learned tokens in y) of global batch `step`, and the learned
-        tokens of the whole global batch, which every rank counts from the same rows (no communication;
-        counted on the CPU, so the GPU is never waited for)."""
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """This rank's rows of global batch `step` as (x, y), each (grad_accum, micro, context), and
+        the learned tokens of the whole global batch, which every rank counts from the same rows (no
+        communication; counted on the CPU, so the GPU is never waited for)."""
         epoch, b = divmod(step, self.steps_per_epoch)
         if epoch != self.epoch:
             x, y = pack(self.data, context=self.context,
                         order=epoch_order(len(self.data), seed=self.cfg.seed, epoch=epoch))
             self.epoch, self.learned = epoch, (y != -1).sum(dim=1).tolist()  # per row
             self.x, self.y = x.to(self.procs.device), y.to(self.procs.device)
-        B = self.cfg.batch_size
-        first = b * B + self.procs.rank * self.micro * self.cfg.grad_accum  # this rank's first row
-        micro = [(self.x[r:r + self.micro], self.y[r:r + self.micro], sum(self.learned[r:r + self.micro]))
-                 for r in range(first, first + self.micro * self.cfg.grad_accum, self.micro)]
-        return micro, sum(self.learned[b * B:(b + 1) * B])
+        B, accum = self.cfg.batch_size, self.cfg.grad_accum
+        first = b * B + self.procs.rank * self.micro * accum  # this rank's first row
+        rows = slice(first, first + self.micro * accum)
+        shape = (accum, self.micro, self.context)
+        return self.x[rows].view(shape), self.y[rows].view(shape), sum(self.learned[b * B:(b + 1) * B])
 
 
 def data_hash(*splits: Tokenized) -> str:
@@ -240,6 +244,38 @@ def held_out_loss(model, x: torch.Tensor, y: torch.Tensor, *, batch: int, procs:
     model.train(was_training)
     total, count = procs.sum(total, count)
     return total / max(1, count)
+
+
+# ---------------------------------------------------------------------------------- the step as a graph
+
+class GraphedStep:
+    """`fn`, a function of tensors only, captured once as a CUDA graph and replayed from then on.
+
+    An eager step at the guppy shape launches ~500 kernels, and a small model's kernels are short:
+    the GPU waits for Python to launch the next one. A graph replays all of them in one launch.
+    Everything that changes from step to step must therefore live in tensors that `fn` reads
+    (the batch buffers, the learning rate, the token count), refilled before each call, and `fn`
+    may not branch on a GPU value. The first `warmup` calls run eagerly on a side stream, as
+    capture needs (the optimizer's state and the libraries' workspaces exist before it); they are
+    real steps, and capture runs nothing, so a graphed run takes exactly the steps of an eager one."""
+
+    def __init__(self, fn, *, warmup: int = 3):
+        self.fn, self.warmup, self.calls, self.graph = fn, warmup, 0, None
+        self.stream = torch.cuda.Stream()
+
+    def __call__(self) -> None:
+        if self.graph is None and self.calls >= self.warmup:
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.fn()
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self.stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.stream):
+                self.fn()
+            torch.cuda.current_stream().wait_stream(self.stream)
+        self.calls += 1
 
 
 # ---------------------------------------------------------------------------------- outputs
@@ -405,7 +441,16 @@ class Trainer:
         procs.barrier()
         self.compiled = cfg.compile == "on" or (cfg.compile == "auto" and self.on_cuda
                                                 and cfg.max_steps >= COMPILE_PAYS_AFTER)
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.on_cuda else nullcontext()
+        self.graphed = cfg.cuda_graph and self.on_cuda and not procs.ddp and not self.compiled
+        # No weight-cast cache: a graph must recompute the bf16 copies of the weights on every replay.
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if self.on_cuda
+                         else nullcontext())
+        # What the step reads besides the weights: this rank's rows of the batch, and 1 / (assistant
+        # tokens of the global batch), refilled before every step (GraphedStep says why).
+        shape = (cfg.grad_accum, self.batches.micro, context)
+        self.batch_x = torch.zeros(shape, dtype=torch.long, device=procs.device)
+        self.batch_y = torch.full(shape, -1, dtype=torch.long, device=procs.device)
+        self.per_token = torch.zeros((), device=procs.device)
 
     def _tokenizer(self, dd):
         """Rank 0 learns it from the train split and saves it to the run; --resume reuses the run's."""
@@ -471,6 +516,25 @@ class Trainer:
             self.save(self.paths.best, test_loss, resumable=False)
         self.save(self.paths.last, test_loss, resumable=True)
 
+    def train_step(self, model) -> None:
+        """One optimizer step on the batch tensors: micro-steps, clip, AdamW. Tensors only, so that
+        on one GPU it can be captured as a CUDA graph (GraphedStep)."""
+        cfg, procs = self.cfg, self.procs
+        self.optimizer.zero_grad(set_to_none=True)
+        for i in range(cfg.grad_accum):
+            sync = not procs.ddp or i == cfg.grad_accum - 1  # DDP all-reduces on the last micro-step only
+            with (nullcontext() if sync else model.no_sync()), self.autocast:
+                logits, _ = model(self.batch_x[i])
+                # The mean over the global batch's assistant tokens: a sum here, times 1 / their count.
+                # DDP averages the ranks' gradients, so per_token carries the world size too.
+                loss = F.cross_entropy(logits.flatten(0, 1), self.batch_y[i].flatten(), ignore_index=-1,
+                                       reduction="sum") * self.per_token
+            loss.backward()
+            self.loss_sum += loss.detach() / procs.world
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+
     def run(self, *, progress: bool) -> dict:
         cfg, procs, paths = self.cfg, self.procs, self.paths
         model = torch.compile(self.model) if self.compiled else self.model  # shares self.model's weights
@@ -482,6 +546,7 @@ class Trainer:
             with atomic_file(paths.config) as tmp:
                 tmp.write_text(json.dumps({"train": cfg.model_dump(), "model": self.mconf.model_dump(),
                                            "data": str(self.data), "world_size": procs.world}, indent=2) + "\n")
+        train_step = GraphedStep(lambda: self.train_step(model)) if self.graphed else lambda: self.train_step(model)
         metrics = Metrics(paths.metrics, keep_until=self.step if self.resuming else -1, enabled=procs.main)
         tokens_per_step = cfg.batch_size * self.mconf.context
         start, test_loss = self.step, math.nan
@@ -495,8 +560,8 @@ class Trainer:
                 self.step = step
                 # 1. set the learning rate of this step
                 lr = lr_at(step, cfg)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                for group in self.optimizer.param_groups:  # a tensor on CUDA, which a graph reads
+                    group["lr"] = group["lr"].fill_(lr) if torch.is_tensor(group["lr"]) else lr
 
                 # 2. held-out eval and checkpoints (not again on the step a resume starts from)
                 last_step = step == cfg.max_steps
@@ -507,7 +572,8 @@ class Trainer:
                                               batch=self.batches.micro * cfg.grad_accum)
                     saving = time.perf_counter()
                     self.checkpoint(test_loss)
-                    metrics.log(kind="eval", step=step, test_loss=test_loss, best_test_loss=self.best_loss)
+                    metrics.log(kind="eval", step=step, test_loss=test_loss, best_test_loss=self.best_loss,
+                                wall_s=round(time.perf_counter() - self.started, 2))
                     bar.update(task, test=f"{test_loss:.3f}")
                     seconds["train"] += evaluating - tick
                     tick = time.perf_counter()
@@ -523,23 +589,12 @@ class Trainer:
                 if last_step:
                     break
 
-                # 3. micro-steps: this rank's share of the global batch, in grad_accum pieces
-                micro_batches, n_global = self.batches(step)
-                for i, (x, y, n_local) in enumerate(micro_batches):
-                    sync = not procs.ddp or i == cfg.grad_accum - 1  # DDP all-reduces on the last micro-step only
-                    with (nullcontext() if sync else model.no_sync()), self.autocast:
-                        logits, loss = model(x, y)
-                        # The mean over the global batch's assistant tokens. DDP averages the ranks'
-                        # gradients, so a rank contributes its token sum / n_global, times world.
-                        scaled = loss * (n_local * procs.world / n_global) if n_local else logits.sum() * 0.0
-                    scaled.backward()
-                    self.loss_sum += scaled.detach() / procs.world
-
-                # 4. clip, 5. step
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                # 3. the batch and its token count into the step's tensors, 4. the step itself
+                x, y, n_global = self.batches(step)
+                self.batch_x.copy_(x)
+                self.batch_y.copy_(y)
+                self.per_token.fill_(procs.world / n_global)
+                train_step()
 
                 # 6. log (reading the loss waits for the GPU, so only every log_every steps)
                 self.steps_logged += 1
@@ -570,7 +625,7 @@ class Trainer:
             "params": self.model.num_params(),
             "train_tokens": self.train_data.tokens,
             "epochs": cfg.max_steps / self.batches.steps_per_epoch,
-            "device": str(procs.device) + (" (compiled)" if self.compiled else ""),
+            "device": str(procs.device) + (" (compiled)" if self.compiled else " (CUDA graph)" if self.graphed else ""),
             "run": str(paths.root),
             "best": str(paths.best),
             "last": str(paths.last),

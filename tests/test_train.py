@@ -149,19 +149,20 @@ def uninterrupted(tmp_path_factory, corpus) -> Path:
     return run
 
 
-def interrupt(tmp_path: Path, corpus: Path, *, at: int, signal: str) -> subprocess.CompletedProcess:
+def interrupt(tmp_path: Path, corpus: Path, *, at: int, signal: str,
+              device: str = "cpu") -> subprocess.CompletedProcess:
     script = tmp_path / "interrupted.py"
     script.write_text(INTERRUPTED_RUN.format(root=str(ROOT), micro=MICRO, at=at, signal=signal, data=str(corpus),
-                                             out=str(tmp_path / "fish"), steps=STEPS, fast=FAST))
+                                             out=str(tmp_path / "fish"), steps=STEPS, fast={**FAST, "device": device}))
     return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
 
 
-def assert_same_run(a: Path, b: Path) -> None:
-    assert losses(a) == pytest.approx(losses(b), abs=1e-6)
-    assert losses(a, "eval") == pytest.approx(losses(b, "eval"), abs=1e-6)
+def assert_same_run(a: Path, b: Path, tolerance: float = 1e-6) -> None:
+    assert losses(a) == pytest.approx(losses(b), abs=tolerance)
+    assert losses(a, "eval") == pytest.approx(losses(b, "eval"), abs=tolerance)
     assert len(losses(a)) == STEPS // FAST["log_every"]  # nothing logged twice
     wa, wb = weights(a), weights(b)
-    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) <= 1e-6
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) <= tolerance
 
 
 def test_resume_after_sigkill_continues_the_exact_run(tmp_path, corpus, uninterrupted):
