@@ -164,10 +164,13 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx, targets=None, *, kv_cache=None, pad_mask=None, last_only=False):
-        """idx (B, T) token ids -> (logits (B, T, vocab), loss or None).
+    def forward(self, idx, targets=None, *, kv_cache=None, pad_mask=None, last_only=False, reduction="mean"):
+        """idx (B, T) token ids -> (logits, loss or None).
 
+        logits: (B, T, vocab), or (B, 1, vocab) with last_only; with targets, (N, vocab) for just
+            the N positions that have a target, in order.
         targets (B, T): the next token at each position, -1 where nothing is to be learned.
+        reduction: "mean" (per target) or "sum" of the cross-entropy over the targets.
         kv_cache: from `new_kv_cache`; idx are then the tokens that follow what it holds.
         pad_mask (B, T) bool: False on left-padding, which nothing attends to and which does
             not count as a position, so a padded prompt gives the same logits as alone.
@@ -191,9 +194,13 @@ class GPT(nn.Module):
             kv_cache.advance(real)
 
         if targets is not None:
-            logits = self.lm_head(x)  # (B, T, vocab)
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-            return logits, loss
+            # Only positions with a target need logits. About half of a packed chat row is the
+            # user's turn (-1): leaving those out of the largest matmul and the softmax makes
+            # training 1.2x faster on a 2-core CPU. (Finding them waits for the GPU, which is cheap
+            # when the GPU is the bottleneck, as it is at the guppy shape.)
+            keep = targets != -1
+            logits = self.lm_head(x[keep])  # (N, vocab)
+            return logits, F.cross_entropy(logits, targets[keep], reduction=reduction)
         logits = self.lm_head(x[:, [-1], :] if last_only else x)  # (B, 1 or T, vocab)
         return logits, None
 
@@ -215,18 +222,13 @@ class GPT(nn.Module):
         return 6 * n + 12 * c.n_layer * c.d_model * c.context
 
     def configure_optimizer(self, *, lr: float, weight_decay: float, betas=(0.9, 0.95), device_type: str):
-        """AdamW that decays matrices and embeddings (>= 2-D) but not biases and LayerNorm gains.
-        On CUDA it is fused (one kernel for all parameters) and capturable, with the learning rate
-        in a tensor, so that a CUDA graph can replay whole steps (guppy/train.py: GraphedStep)."""
+        """AdamW that decays matrices and embeddings (>= 2-D) but not biases and LayerNorm gains."""
         params = [p for p in self.parameters() if p.requires_grad]
         groups = [
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
-        if device_type == "cuda":
-            lr = torch.tensor(lr, device=params[0].device)
-            return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True, capturable=True)
-        return torch.optim.AdamW(groups, lr=lr, betas=betas)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
 
 
 def attention_mask(key_ok, T):

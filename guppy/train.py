@@ -3,8 +3,7 @@
     data       load the DatasetDict, train the tokenizer on the train split (or reuse the run's
                on --resume), tokenize, pack into rows of context + 1 tokens (guppy/data.py)
     model      GPT of the preset's shape; AdamW (fused on CUDA); torch.compile where it pays
-    loop       set lr -> eval + checkpoint -> batch -> step (micro-steps, clip, AdamW; one CUDA
-               graph on one GPU) -> log
+    loop       set lr -> eval + checkpoint -> batch -> step (micro-steps, clip, AdamW) -> log
     outputs    runs/PERSONA/: ckpt/best, ckpt/last (resumable), metrics.jsonl, loss.png,
                train_config.json (the resolved config)
 
@@ -33,7 +32,6 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from guppy.atomic import atomic_dir, atomic_file
@@ -67,8 +65,6 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when a GPU is visible.")
     compile: Literal["auto", "on", "off"] = Field("auto", description=(
         "torch.compile: auto compiles on CUDA for runs of 10,000 steps or more (where it pays back), never on CPU."))
-    cuda_graph: bool = Field(True, description=(
-        "On one GPU (no torchrun, no torch.compile), replay each optimizer step as one captured CUDA graph."))
     vocab_size: int = Field(4096, ge=300, description="Tokens the tokenizer may learn (a small corpus yields fewer).")
     test_size: float = Field(0.05, gt=0, lt=1, description="Held-out share when a dataset file has no test split.")
 
@@ -101,7 +97,7 @@ PRESET_DEFAULTS: dict[str, dict] = {
 # torch.compile, measured on an H100 (guppy shape, batch 256): ~20 s to compile (cold cache) for a
 # step ~13% faster (15.2 instead of 17.5 ms). It pays back after ~9,000 steps; "auto" compiles from here.
 COMPILE_PAYS_AFTER = 10_000
-RESUMABLE_CHANGES = {"max_steps", "device", "compile", "cuda_graph"}  # may differ on --resume; max_steps extends a run
+RESUMABLE_CHANGES = {"max_steps", "device", "compile"}  # may differ on --resume; max_steps extends a run
 
 
 def resolve_config(preset: str, **overrides) -> TrainConfig:
@@ -244,38 +240,6 @@ def held_out_loss(model, x: torch.Tensor, y: torch.Tensor, *, batch: int, procs:
     model.train(was_training)
     total, count = procs.sum(total, count)
     return total / max(1, count)
-
-
-# ---------------------------------------------------------------------------------- the step as a graph
-
-class GraphedStep:
-    """`fn`, a function of tensors only, captured once as a CUDA graph and replayed from then on.
-
-    An eager step at the guppy shape launches ~500 kernels, and a small model's kernels are short:
-    the GPU waits for Python to launch the next one. A graph replays all of them in one launch.
-    Everything that changes from step to step must therefore live in tensors that `fn` reads
-    (the batch buffers, the learning rate, the token count), refilled before each call, and `fn`
-    may not branch on a GPU value. The first `warmup` calls run eagerly on a side stream, as
-    capture needs (the optimizer's state and the libraries' workspaces exist before it); they are
-    real steps, and capture runs nothing, so a graphed run takes exactly the steps of an eager one."""
-
-    def __init__(self, fn, *, warmup: int = 3):
-        self.fn, self.warmup, self.calls, self.graph = fn, warmup, 0, None
-        self.stream = torch.cuda.Stream()
-
-    def __call__(self) -> None:
-        if self.graph is None and self.calls >= self.warmup:
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.fn()
-        if self.graph is not None:
-            self.graph.replay()
-        else:
-            self.stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(self.stream):
-                self.fn()
-            torch.cuda.current_stream().wait_stream(self.stream)
-        self.calls += 1
 
 
 # ---------------------------------------------------------------------------------- outputs
@@ -441,16 +405,7 @@ class Trainer:
         procs.barrier()
         self.compiled = cfg.compile == "on" or (cfg.compile == "auto" and self.on_cuda
                                                 and cfg.max_steps >= COMPILE_PAYS_AFTER)
-        self.graphed = cfg.cuda_graph and self.on_cuda and not procs.ddp and not self.compiled
-        # No weight-cast cache: a graph must recompute the bf16 copies of the weights on every replay.
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if self.on_cuda
-                         else nullcontext())
-        # What the step reads besides the weights: this rank's rows of the batch, and 1 / (assistant
-        # tokens of the global batch), refilled before every step (GraphedStep says why).
-        shape = (cfg.grad_accum, self.batches.micro, context)
-        self.batch_x = torch.zeros(shape, dtype=torch.long, device=procs.device)
-        self.batch_y = torch.full(shape, -1, dtype=torch.long, device=procs.device)
-        self.per_token = torch.zeros((), device=procs.device)
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.on_cuda else nullcontext()
 
     def _tokenizer(self, dd):
         """Rank 0 learns it from the train split and saves it to the run; --resume reuses the run's."""
@@ -516,24 +471,22 @@ class Trainer:
             self.save(self.paths.best, test_loss, resumable=False)
         self.save(self.paths.last, test_loss, resumable=True)
 
-    def train_step(self, model) -> None:
-        """One optimizer step on the batch tensors: micro-steps, clip, AdamW. Tensors only, so that
-        on one GPU it can be captured as a CUDA graph (GraphedStep)."""
+    def train_step(self, model, x: torch.Tensor, y: torch.Tensor, n_global: int) -> None:
+        """One optimizer step on this rank's rows x, y (grad_accum, micro, context): micro-steps, clip, AdamW."""
         cfg, procs = self.cfg, self.procs
-        self.optimizer.zero_grad(set_to_none=True)
         for i in range(cfg.grad_accum):
             sync = not procs.ddp or i == cfg.grad_accum - 1  # DDP all-reduces on the last micro-step only
             with (nullcontext() if sync else model.no_sync()), self.autocast:
-                logits, _ = model(self.batch_x[i])
-                # The mean over the global batch's assistant tokens: a sum here, times 1 / their count.
-                # DDP averages the ranks' gradients, so per_token carries the world size too.
-                loss = F.cross_entropy(logits.flatten(0, 1), self.batch_y[i].flatten(), ignore_index=-1,
-                                       reduction="sum") * self.per_token
+                _, loss = model(x[i], y[i], reduction="sum")
+                # The mean over the global batch's assistant tokens: this micro-batch's sum / their count.
+                # DDP averages the ranks' gradients, so a rank's share is multiplied by the world size.
+                loss = loss * (procs.world / max(1, n_global))
             loss.backward()
             self.loss_sum += loss.detach() / procs.world
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
     def run(self, *, progress: bool) -> dict:
         cfg, procs, paths = self.cfg, self.procs, self.paths
@@ -546,7 +499,6 @@ class Trainer:
             with atomic_file(paths.config) as tmp:
                 tmp.write_text(json.dumps({"train": cfg.model_dump(), "model": self.mconf.model_dump(),
                                            "data": str(self.data), "world_size": procs.world}, indent=2) + "\n")
-        train_step = GraphedStep(lambda: self.train_step(model)) if self.graphed else lambda: self.train_step(model)
         metrics = Metrics(paths.metrics, keep_until=self.step if self.resuming else -1, enabled=procs.main)
         tokens_per_step = cfg.batch_size * self.mconf.context
         start, test_loss = self.step, math.nan
@@ -560,8 +512,8 @@ class Trainer:
                 self.step = step
                 # 1. set the learning rate of this step
                 lr = lr_at(step, cfg)
-                for group in self.optimizer.param_groups:  # a tensor on CUDA, which a graph reads
-                    group["lr"] = group["lr"].fill_(lr) if torch.is_tensor(group["lr"]) else lr
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
 
                 # 2. held-out eval and checkpoints (not again on the step a resume starts from)
                 last_step = step == cfg.max_steps
@@ -589,14 +541,10 @@ class Trainer:
                 if last_step:
                     break
 
-                # 3. the batch and its token count into the step's tensors, 4. the step itself
-                x, y, n_global = self.batches(step)
-                self.batch_x.copy_(x)
-                self.batch_y.copy_(y)
-                self.per_token.fill_(procs.world / n_global)
-                train_step()
+                # 3. this rank's share of the global batch, 4. one optimizer step on it
+                self.train_step(model, *self.batches(step))
 
-                # 6. log (reading the loss waits for the GPU, so only every log_every steps)
+                # 5. log (reading the loss waits for the GPU, so only every log_every steps)
                 self.steps_logged += 1
                 if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
                     (loss_avg,) = procs.sum(self.loss_sum / self.steps_logged)
@@ -625,7 +573,7 @@ class Trainer:
             "params": self.model.num_params(),
             "train_tokens": self.train_data.tokens,
             "epochs": cfg.max_steps / self.batches.steps_per_epoch,
-            "device": str(procs.device) + (" (compiled)" if self.compiled else " (CUDA graph)" if self.graphed else ""),
+            "device": str(procs.device) + (" (compiled)" if self.compiled else ""),
             "run": str(paths.root),
             "best": str(paths.best),
             "last": str(paths.last),

@@ -111,8 +111,13 @@ def test_loss_is_mean_cross_entropy_over_targets_that_are_not_minus_one():
     targets[1, 5:] = -1
     logits, loss = model(idx, targets)
     keep = targets != -1
-    expected = torch.nn.functional.cross_entropy(logits[keep], targets[keep])
-    torch.testing.assert_close(loss, expected)
+    every = logits_of(model, idx)  # (B, T, vocab): without targets, logits at every position
+    torch.testing.assert_close(logits, every[keep])  # with them, only where there is a target
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(every[keep], targets[keep]))
+    _, total = model(idx, targets, reduction="sum")
+    torch.testing.assert_close(total, loss * keep.sum())
+    _, nothing = model(idx, torch.full_like(targets, -1), reduction="sum")
+    assert nothing.item() == 0.0  # a batch with nothing to learn adds nothing (and no NaN)
 
 
 def test_optimizer_decays_matrices_only():
