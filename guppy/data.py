@@ -172,68 +172,12 @@ def tokenize(dataset, tokenizer, *, context: int) -> Tokenized:
     """Every conversation of a split as `tokenizer.encode_chat` encodes it, flat; those longer than
     the context are dropped (the model could never see one whole)."""
     offsets, roles, contents = flat_messages(dataset)
-    ids, learn, lengths = encode_chats(tokenizer, offsets, roles, contents)
+    ids, learn, lengths = tokenizer.encode_chats(offsets, roles, contents)
     keep = lengths <= context + 1
     starts = np.zeros(int(keep.sum()) + 1, dtype=np.int64)
     np.cumsum(lengths[keep], out=starts[1:])
     tok_keep = np.repeat(keep, lengths)
     return Tokenized(ids=ids[tok_keep], learn=learn[tok_keep], starts=starts, dropped=int((~keep).sum()))
-
-
-def encode_chats(tokenizer, offsets: np.ndarray, roles: list[str], contents: list[str]):
-    """All conversations at once -> (ids (N,), learn (N,) bool, tokens per conversation (n,)).
-
-    Fast path: render each conversation as ChatML text and encode them all in one `encode_batch`
-    (Rust, every core). The tokenizer cuts text at its special tokens and encodes each piece alone,
-    which is how `encode_chat` builds its ids too; the learn mask then runs from after each
-    assistant header ("assistant\n") to its <|im_end|>. This restates guppy/tokenizer.py's layout
-    for speed (60K conversations: ~0.5 s instead of ~10 s), so it is checked against `encode_chat`
-    on a sample each time and gives way to it on any difference."""
-    from itertools import chain
-
-    from guppy.tokenizer import IM_END, IM_START
-
-    n = len(offsets) - 1
-    texts = ["".join(f"{IM_START}{roles[j]}\n{contents[j]}{IM_END}\n" for j in range(offsets[i], offsets[i + 1]))
-             for i in range(n)]
-    encodings = tokenizer.tokenizer.encode_batch(texts, add_special_tokens=False)
-    lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=n)
-    ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int64, count=int(lengths.sum()))
-    heads = np.flatnonzero(ids == tokenizer.im_start_id)  # one per message, if no content holds a special token
-    ends = np.flatnonzero(ids == tokenizer.im_end_id)
-    learn = np.zeros(len(ids), dtype=bool)
-    if len(heads) == len(ends) == len(roles):
-        # Where a reply starts: after <|im_start|> and the ids of "assistant\n" (fewer when the reply
-        # begins with whitespace that merges with that newline).
-        header = {r: tokenizer.encode(f"{r}\n") for r in ("assistant",)}["assistant"]
-        replies = np.array([r == "assistant" for r in roles], dtype=bool)
-        first = heads[replies] + 1
-        body = first + len(header)
-        for k, h in enumerate(header):
-            body = np.where((body > first + k) & (ids[np.minimum(first + k, len(ids) - 1)] != h), first + k, body)
-        body = np.minimum(body, ends[replies])
-        delta = np.zeros(len(ids) + 1, dtype=np.int64)
-        np.add.at(delta, body, 1)
-        np.add.at(delta, ends[replies] + 1, -1)
-        learn = np.cumsum(delta[:-1]) > 0
-        conv_starts = np.concatenate([[0], np.cumsum(lengths)])
-        sample = range(0, n, max(1, n // 64))
-        if all(_matches(tokenizer, roles, contents, offsets, i, ids, learn, conv_starts) for i in sample):
-            return ids, learn, lengths
-    # The slow path, right by definition: one encode_chat per conversation.
-    encoded = [tokenizer.encode_chat([{"role": roles[j], "content": contents[j]}
-                                      for j in range(offsets[i], offsets[i + 1])]) for i in range(n)]
-    lengths = np.array([len(e[0]) for e in encoded], dtype=np.int64)
-    ids = np.fromiter(chain.from_iterable(e[0] for e in encoded), dtype=np.int64, count=int(lengths.sum()))
-    learn = np.fromiter(chain.from_iterable(e[1] for e in encoded), dtype=bool, count=int(lengths.sum()))
-    return ids, learn, lengths
-
-
-def _matches(tokenizer, roles, contents, offsets, i, ids, learn, conv_starts) -> bool:
-    want_ids, want_mask = tokenizer.encode_chat([{"role": roles[j], "content": contents[j]}
-                                                 for j in range(offsets[i], offsets[i + 1])])
-    a, b = conv_starts[i], conv_starts[i + 1]
-    return ids[a:b].tolist() == want_ids and learn[a:b].astype(int).tolist() == want_mask
 
 
 # ---------------------------------------------------------------------------------- 3. pack

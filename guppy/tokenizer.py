@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from itertools import chain
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from guppy.errors import GuppyError
@@ -87,6 +89,57 @@ class ChatTokenizer:
             ids += head + body + tail
             mask += [0] * len(head) + [learn] * (len(body) + 1) + [0] * (len(tail) - 1)
         return ids, mask
+
+    def encode_chats(self, offsets, roles: list[str], contents: list[str]):
+        """Many conversations at once, as flat arrays of their messages (conversation i is messages
+        offsets[i]:offsets[i+1]) -> (ids (N,) int64, learn (N,) bool, tokens per conversation (n,)),
+        each conversation exactly as `encode_chat` encodes it.
+
+        Fast path: each conversation rendered as ChatML text and all of them encoded in one
+        `encode_batch` (Rust, every core). The tokenizer cuts text at its special tokens and
+        encodes each piece alone, as `_turn` does; the learn mask then runs from after each
+        assistant header to its <|im_end|>. 60K conversations take ~0.5 s instead of ~10 s. It is
+        checked against `encode_chat` on a sample every time, and gives way to it on any difference."""
+        n = len(offsets) - 1
+
+        def chat(i: int) -> list[dict]:
+            return [{"role": roles[j], "content": contents[j]} for j in range(offsets[i], offsets[i + 1])]
+
+        def same(i: int) -> bool:  # conversation i's ids and mask as encode_chat makes them?
+            want_ids, want_mask = self.encode_chat(chat(i))
+            a, b = starts[i], starts[i + 1]
+            return ids[a:b].tolist() == want_ids and learn[a:b].astype(int).tolist() == want_mask
+
+        texts = ["".join(f"{IM_START}{roles[j]}\n{contents[j]}{IM_END}\n" for j in range(offsets[i], offsets[i + 1]))
+                 for i in range(n)]
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
+        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=n)
+        ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int64, count=int(lengths.sum()))
+        heads = np.flatnonzero(ids == self.im_start_id)  # one per message, if no content holds a special token
+        ends = np.flatnonzero(ids == self.im_end_id)
+        if len(heads) == len(ends) == len(roles):
+            # Where a reply starts: after <|im_start|> and the ids of "assistant\n" (fewer when the
+            # reply begins with whitespace that merges with that newline).
+            header = self.encode("assistant\n")
+            replies = np.array([r == "assistant" for r in roles], dtype=bool)
+            first = heads[replies] + 1
+            body = first + len(header)
+            for k, h in enumerate(header):
+                body = np.where((body > first + k) & (ids[np.minimum(first + k, len(ids) - 1)] != h), first + k, body)
+            body = np.minimum(body, ends[replies])
+            delta = np.zeros(len(ids) + 1, dtype=np.int64)
+            np.add.at(delta, body, 1)
+            np.add.at(delta, ends[replies] + 1, -1)
+            learn = np.cumsum(delta[:-1]) > 0
+            starts = np.concatenate([[0], np.cumsum(lengths)])
+            if all(same(i) for i in range(0, n, max(1, n // 64))):
+                return ids, learn, lengths
+        # The slow path, right by definition: one encode_chat per conversation.
+        encoded = [self.encode_chat(chat(i)) for i in range(n)]
+        lengths = np.array([len(e[0]) for e in encoded], dtype=np.int64)
+        ids = np.fromiter(chain.from_iterable(e[0] for e in encoded), dtype=np.int64, count=int(lengths.sum()))
+        learn = np.fromiter(chain.from_iterable(e[1] for e in encoded), dtype=bool, count=int(lengths.sum()))
+        return ids, learn, lengths
 
     def encode_prompt(self, messages: list[dict]) -> list[int]:
         """The chat so far, then "<|im_start|>assistant\\n": the model continues with its reply."""

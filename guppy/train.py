@@ -80,17 +80,18 @@ class TrainConfig(BaseModel):
 
 
 PRESET_DEFAULTS: dict[str, dict] = {
-    # A 2-core CPU trains the tiny shape at ~12.5K tokens/s: 1800 steps of 16 x 64 tokens (1.8M tokens,
-    # 0.75 epoch of 60K guppy conversations) take ~2.5 min. Swept at that budget, 8 runs side by side
-    # (held-out loss): context 64 with lr 3e-3..5e-3 1.78-1.81 (5e-3 with 200 warmup steps best),
-    # lr 6e-3 1.88, batch 8 1.85, vocab 2048 1.91; context 128 (900 steps) lr 4e-3 2.12, 6e-3 2.30.
-    "tiny": dict(max_steps=1800, batch_size=16, lr=5e-3, warmup_steps=200, eval_every=600, eval_batches=16,
+    # A 2-core CPU trains the tiny shape at ~21K tokens/s (logits only where there is a target):
+    # 2400 steps of 16 x 64 tokens (2.5M tokens, one epoch of 60K guppy conversations) take ~2 min
+    # and reach held-out 1.57 (1800 steps: 1.82). Swept at 1800 steps (held-out loss), 8 runs side
+    # by side: context 64 with lr 3e-3..5e-3 1.78-1.81 (5e-3 with 200 warmup steps best), lr 6e-3
+    # 1.88, batch 8 1.85, vocab 2048 1.91; context 128 (900 steps) lr 4e-3 2.12, 6e-3 2.30.
+    "tiny": dict(max_steps=2400, batch_size=16, lr=5e-3, warmup_steps=200, eval_every=600, eval_batches=16,
                  log_every=10),
-    # One H100 trains the guppy shape in bf16, eager (compiling costs ~20 s, more than it saves here).
-    # Batch 256 x 128 is bound by Python launching kernels (~15 ms a step, 1.4-2.1M tokens/s):
-    # 500 steps reach held-out 0.70 in 17 s. Batch 512 at lr 6e-3 keeps the GPU busier (2.4M
-    # tokens/s, MFU ~16%): 450 steps reach 0.690 after 20 s of training. The best any run reached
-    # is 0.675 (batch 256, step 1250-1500 of 2500; by step 2500 it overfits to 0.83).
+    # One GPU trains the guppy shape in bf16, eager (compiling costs ~20 s, more than it saves here).
+    # On an H100, batch 512 at lr 6e-3 ran at 2.4M tokens/s (MFU ~16%): 450 steps reached held-out
+    # 0.690 after 20 s of training; on an H200 (torch 2.11) 0.713 after 13 s, and 750 steps of a
+    # 900-step run 0.686. The step is GPU-bound from batch 256 up (tests/bench/GPU_NOTES.md). The best
+    # any run reached is 0.675 (batch 256, step 1250-1500 of 2500; by step 2500 it overfits to 0.83).
     "guppy": dict(max_steps=450, batch_size=512, lr=6e-3, warmup_steps=100, eval_every=150, eval_batches=4,
                   log_every=10),
 }
