@@ -4,10 +4,10 @@
                on --resume), tokenize, pack into rows of context + 1 tokens (guppy/data.py)
     model      GPT of the preset's shape; AdamW (fused on CUDA); torch.compile where it pays
     loop       set lr -> eval + checkpoint -> batch -> step (micro-steps, clip, AdamW) -> log
-    outputs    runs/PERSONA/: ckpt/best, ckpt/last (resumable), metrics.jsonl, loss.png,
-               train_config.json (the resolved config)
+    outputs    runs/PERSONA/: ckpt/best, ckpt/last (resumable), metrics.jsonl, loss.png
+               (guppy/metrics.py), train_config.json (the resolved config)
 
-Under `torchrun --nproc_per_node=N` every process reads a disjoint shard of each global batch
+Under `torchrun --nproc_per_node=N` (guppy/processes.py) every process reads a disjoint shard of each global batch
 and DDP averages the gradients (gloo on CPU, NCCL on GPU); only rank 0 writes files. The loss is
 normalized by the assistant tokens of the whole global batch, so N processes take the same steps
 as one (tests/test_ddp.py).
@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import signal
 import threading
@@ -39,7 +38,9 @@ from guppy.checkpoint import (load_trainer_state, optimizer_tensors, persona_run
                               restore_rng, rng_tensors, save_checkpoint)
 from guppy.data import Tokenized, epoch_order, flat_messages, load_conversations, pack, tokenize
 from guppy.errors import GuppyError
+from guppy.metrics import Metrics, plot_losses, progress_bar
 from guppy.paths import RunPaths
+from guppy.processes import Processes
 
 
 class TrainConfig(BaseModel):
@@ -123,60 +124,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
 
 
-# ---------------------------------------------------------------------------------- processes
-
-class Processes:
-    """One process, or this process's place under torchrun (RANK, WORLD_SIZE, LOCAL_RANK are set)."""
-
-    def __init__(self, device: str):
-        self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-        self.ddp = "RANK" in os.environ and self.world > 1
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device == "cuda" and not torch.cuda.is_available():
-            raise GuppyError("--device cuda: no CUDA GPU is visible here; use --device cpu (or auto)")
-        self.device_type = device
-        self.device = torch.device(device)
-        if device == "cuda":
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-            torch.cuda.set_device(self.device)
-        self.started_group = False
-        if self.ddp and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group("nccl" if device == "cuda" else "gloo")
-            self.started_group = True
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.ddp:
-            torch.distributed.barrier()
-
-    def sum(self, *values: float | torch.Tensor) -> list[float]:
-        """Sum scalars over processes (one all-reduce)."""
-        t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device).reshape(()) for v in values])
-        if self.ddp:
-            torch.distributed.all_reduce(t)
-        return t.tolist()
-
-    def gather(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """{name: tensor} of this process -> {name.rank: tensor} of every process (same shapes)."""
-        if not self.ddp:
-            return {f"{k}.0": v for k, v in tensors.items()}
-        out = {}
-        for k, v in sorted(tensors.items()):
-            v = v.to(self.device)
-            parts = [torch.empty_like(v) for _ in range(self.world)]
-            torch.distributed.all_gather(parts, v)
-            out.update({f"{k}.{r}": p.cpu() for r, p in enumerate(parts)})
-        return out
-
-    def close(self) -> None:
-        if self.started_group:
-            torch.distributed.destroy_process_group()
-
-
 # ---------------------------------------------------------------------------------- data
 
 class Batches:
@@ -231,81 +178,16 @@ def held_out_loss(model, x: torch.Tensor, y: torch.Tensor, *, batch: int, procs:
     total, count = torch.zeros((), device=procs.device, dtype=torch.float64), 0
     for i in range(procs.rank * batch, len(x), batch * procs.world):
         xb, yb = x[i:i + batch], y[i:i + batch]
-        n = int((yb != -1).sum())
-        if n == 0:
-            continue
         with autocast:
-            _, loss = model(xb.to(procs.device), yb.to(procs.device))
-        total += loss.double() * n
-        count += n
+            _, loss = model(xb.to(procs.device), yb.to(procs.device), reduction="sum")
+        total += loss.double()
+        count += int((yb != -1).sum())
     model.train(was_training)
     total, count = procs.sum(total, count)
     return total / max(1, count)
 
 
-# ---------------------------------------------------------------------------------- outputs
-
-class Metrics:
-    """metrics.jsonl: one JSON object per train log or eval, appended as they come (rank 0 only)."""
-
-    def __init__(self, path: Path, *, keep_until: int, enabled: bool):
-        self.path, self.enabled, self.records = path, enabled, []
-        if enabled and path.exists():  # resume: keep what came up to the checkpoint, forget the rest
-            for line in path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue  # a line cut by the interruption
-                if record.get("step", math.inf) <= keep_until:
-                    self.records.append(record)
-        if enabled:
-            with atomic_file(path) as tmp:
-                tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
-
-    def log(self, **record) -> None:
-        self.records.append(record)
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-
-def plot_losses(records: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no window
-    import matplotlib.pyplot as plt
-
-    train = [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]
-    test = [(r["step"], r["test_loss"]) for r in records if r["kind"] == "eval"]
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    if train:
-        ax.plot(*zip(*train), label="train", color="#2b7bba", linewidth=1)
-    if test:
-        ax.plot(*zip(*test), label="held-out", color="#d95f02", marker="o", markersize=3)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss per assistant token (nats)")
-    ax.set_yscale("log")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-
-
-def progress_bar(enabled: bool, total: int):
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    progress = Progress(
-        TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}  held-out {task.fields[test]}  {task.fields[speed]} tok/s"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled)
-    task = progress.add_task("train", total=total, loss="-", test="-", speed="-")
-    return progress, task
-
+# ---------------------------------------------------------------------------------- interruption
 
 class StopOnInterrupt:
     """The first Ctrl-C asks the loop to save a checkpoint and stop at the next step boundary
