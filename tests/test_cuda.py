@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from guppy.train import train
-from tests.test_train import FAST, STEPS, assert_same_run, interrupt, losses  # noqa: F401
+from tests.test_train import FAST, STEPS, assert_same_run, interrupt, losses
 from tests.test_train import corpus, micro_preset  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
