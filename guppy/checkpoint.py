@@ -73,7 +73,7 @@ def save_checkpoint(folder: Path, *, model, tokenizer, meta: dict,
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    """AdamW's per-parameter state (step, exp_avg, exp_avg_sq) as flat named tensors."""
+    """The optimizer's per-parameter state (AdamW's moments, Muon's momentum buffers) as flat named tensors."""
     return {f"optim.{i}.{key}": value for i, s in optimizer.state_dict()["state"].items()
             for key, value in s.items()}
 

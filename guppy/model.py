@@ -11,56 +11,12 @@ Read top to bottom: config, attention, MLP, block, model, KV cache.
 from __future__ import annotations
 
 import math
-from typing import Literal
 
-import pydantic
 import torch
 import torch.nn as nn
-from pydantic import ConfigDict, Field
 from torch.nn import functional as F
 
-from guppy.errors import GuppyError
-
-
-class ModelConfig(pydantic.BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    vocab_size: int = Field(gt=0, description="Tokens the model knows: the tokenizer's vocabulary size.")
-    context: int = Field(128, gt=0, description="Longest sequence the model sees, in tokens (learned positions).")
-    n_layer: int = Field(gt=0, description="Transformer blocks.")
-    n_head: int = Field(gt=0, description="Attention heads per block; must divide d_model.")
-    d_model: int = Field(gt=0, description="Width of the residual stream (embedding size).")
-    d_ff: int = Field(gt=0, description="Hidden width of each block's MLP.")
-    activation: Literal["relu", "gelu"] = Field("relu", description="MLP activation; gelu is GPT-2's tanh form.")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on embeddings, attention and residuals.")
-
-    @pydantic.model_validator(mode="after")
-    def _heads_divide_width(self) -> "ModelConfig":
-        if self.d_model % self.n_head:
-            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_head ({self.n_head})")
-        return self
-
-
-PRESETS: dict[str, dict] = {
-    # 0.8M parameters besides the embeddings: ~21K tokens/s of fp32 training on a quiet 2-core
-    # CPU, so 2.5M tokens in about 2 minutes. Context 64 holds all but 0.5% of the guppy
-    # conversations and, at the same tokens, reaches a lower held-out loss than 128 (1.81 vs
-    # 2.12): twice the optimizer steps.
-    "tiny": dict(n_layer=4, n_head=4, d_model=128, d_ff=512, context=64),
-    # The reference GuppyLM's shape: 8.7M parameters at vocab 4096 (tied head).
-    "guppy": dict(n_layer=6, n_head=6, d_model=384, d_ff=768, context=128),
-}
-
-
-def preset_shape(preset: str) -> dict:
-    """The model shape of a preset, or a one-line error naming the ones there are."""
-    if preset not in PRESETS:
-        raise GuppyError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
-    return PRESETS[preset]
-
-
-def model_config(preset: str, vocab_size: int) -> ModelConfig:
-    return ModelConfig(vocab_size=vocab_size, **preset_shape(preset))
+from guppy.config import ModelConfig  # noqa: F401 (the shape, with the vocabulary: guppy/config.py)
 
 
 def reference_attention(q, k, v, mask=None, dropout_p=0.0):
@@ -221,14 +177,10 @@ class GPT(nn.Module):
         n = self.num_params() - self.transformer.wpe.weight.numel()
         return 6 * n + 12 * c.n_layer * c.d_model * c.context
 
-    def configure_optimizer(self, *, lr: float, weight_decay: float, betas=(0.9, 0.95), device_type: str):
-        """AdamW that decays matrices and embeddings (>= 2-D) but not biases and LayerNorm gains."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
+    def hidden_matrices(self) -> list[nn.Parameter]:
+        """The blocks' 2-D weights (attention and MLP): what Muon orthogonalizes. The embeddings,
+        which are also the tied head, and the 1-D gains and biases are left to AdamW (guppy/optim.py)."""
+        return [p for name, p in self.named_parameters() if p.dim() == 2 and name.startswith("transformer.h.")]
 
 
 def attention_mask(key_ok, T):

@@ -2,8 +2,9 @@
 
     data       load the DatasetDict, train the tokenizer on the train split (or reuse the run's
                on --resume), tokenize, pack into rows of context + 1 tokens (guppy/data.py)
-    model      GPT of the preset's shape; AdamW (fused on CUDA); torch.compile where it pays
-    loop       set lr -> eval + checkpoint -> batch -> step (micro-steps, clip, AdamW) -> log
+    model      GPT of the config's shape (guppy/config.py, guppy/presets.py); Muon + AdamW or AdamW alone
+               (guppy/optim.py); bf16 autocast on CUDA; torch.compile where it pays
+    loop       set lr -> eval + checkpoint -> batch -> step (micro-steps, clip, optimizer) -> log
     outputs    runs/PERSONA/: ckpt/best, ckpt/last (resumable), metrics.jsonl, loss.png
                (guppy/metrics.py), train_config.json (the resolved config)
 
@@ -28,12 +29,11 @@ import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from guppy.atomic import atomic_dir, atomic_file
+from guppy.config import TrainConfig, resolve_config
 from guppy.checkpoint import (load_trainer_state, optimizer_tensors, persona_run, read_meta, restore_optimizer,
                               restore_rng, rng_tensors, save_checkpoint)
 from guppy.data import Tokenized, epoch_order, flat_messages, load_conversations, pack, tokenize
@@ -43,75 +43,10 @@ from guppy.paths import RunPaths
 from guppy.processes import Processes
 
 
-class TrainConfig(BaseModel):
-    """Everything that decides a training run. Defaults are the `tiny` preset's; PRESET_DEFAULTS
-    overrides them per preset. Saved beside the run (train_config.json) and in every checkpoint."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    preset: str = Field("tiny", description="Model shape: tiny (a laptop CPU) or guppy (8.7M, wants a GPU).")
-    max_steps: int = Field(900, gt=0, description="Optimizer steps.")
-    batch_size: int = Field(16, gt=0, description="Rows of context tokens per optimizer step, over all processes.")
-    grad_accum: int = Field(1, gt=0, description="Micro-steps per optimizer step (same result, less memory).")
-    lr: float = Field(4e-3, gt=0, description="Peak learning rate, reached after the warmup.")
-    min_lr: float | None = Field(None, ge=0, description="Learning rate at the end of the cosine (default lr/10).")
-    warmup_steps: int = Field(100, ge=0, description="Steps of linear warmup from 0 to lr.")
-    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay on matrices and embeddings.")
-    beta2: float = Field(0.99, gt=0, lt=1, description="AdamW's beta2 (beta1 is 0.9).")
-    grad_clip: float = Field(1.0, ge=0, description="Clip the gradient norm to this; 0 turns clipping off.")
-    eval_every: int = Field(300, gt=0, description="Steps between held-out evaluations and checkpoints.")
-    eval_batches: int = Field(8, gt=0, description="Batches of the test split in each held-out evaluation.")
-    log_every: int = Field(10, gt=0, description="Steps between training-loss logs; must divide eval_every.")
-    seed: int = Field(0, description="Random seed: the same seed and config give the same loss curve.")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when a GPU is visible.")
-    compile: Literal["auto", "on", "off"] = Field("auto", description=(
-        "torch.compile: auto compiles on CUDA for runs of 10,000 steps or more (where it pays back), never on CPU."))
-    vocab_size: int = Field(4096, ge=300, description="Tokens the tokenizer may learn (a small corpus yields fewer).")
-    test_size: float = Field(0.05, gt=0, lt=1, description="Held-out share when a dataset file has no test split.")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> TrainConfig:
-        if self.min_lr is None:
-            self.min_lr = self.lr / 10
-        if self.min_lr > self.lr:
-            raise ValueError(f"min_lr ({self.min_lr}) is larger than lr ({self.lr})")
-        if self.eval_every % self.log_every:
-            raise ValueError(f"log_every ({self.log_every}) must divide eval_every ({self.eval_every})")
-        return self
-
-
-PRESET_DEFAULTS: dict[str, dict] = {
-    # A 2-core CPU trains the tiny shape at ~21K tokens/s (logits only where there is a target):
-    # 2400 steps of 16 x 64 tokens (2.5M tokens, one epoch of 60K guppy conversations) take ~2 min
-    # and reach held-out 1.57 (1800 steps: 1.82). Swept at 1800 steps (held-out loss), 8 runs side
-    # by side: context 64 with lr 3e-3..5e-3 1.78-1.81 (5e-3 with 200 warmup steps best), lr 6e-3
-    # 1.88, batch 8 1.85, vocab 2048 1.91; context 128 (900 steps) lr 4e-3 2.12, 6e-3 2.30.
-    "tiny": dict(max_steps=2400, batch_size=16, lr=5e-3, warmup_steps=200, eval_every=600, eval_batches=16,
-                 log_every=10),
-    # One GPU trains the guppy shape in bf16, eager (compiling costs ~20 s, more than it saves here).
-    # On an H100, batch 512 at lr 6e-3 ran at 2.4M tokens/s (MFU ~16%): 450 steps reached held-out
-    # 0.690 after 20 s of training; on an H200 (torch 2.11) 0.713 after 13 s, and 750 steps of a
-    # 900-step run 0.686. The step is GPU-bound from batch 256 up (tests/bench/GPU_NOTES.md). The best
-    # any run reached is 0.675 (batch 256, step 1250-1500 of 2500; by step 2500 it overfits to 0.83).
-    "guppy": dict(max_steps=450, batch_size=512, lr=6e-3, warmup_steps=100, eval_every=150, eval_batches=4,
-                  log_every=10),
-}
 # torch.compile, measured on an H100 (guppy shape, batch 256): ~20 s to compile (cold cache) for a
 # step ~13% faster (15.2 instead of 17.5 ms). It pays back after ~9,000 steps; "auto" compiles from here.
 COMPILE_PAYS_AFTER = 10_000
 RESUMABLE_CHANGES = {"max_steps", "device", "compile"}  # may differ on --resume; max_steps extends a run
-
-
-def resolve_config(preset: str, **overrides) -> TrainConfig:
-    from guppy.model import preset_shape
-
-    preset_shape(preset)  # an unknown preset fails here, before any data is read
-    values = {**PRESET_DEFAULTS.get(preset, {}), **{k: v for k, v in overrides.items() if v is not None}}
-    try:
-        return TrainConfig(preset=preset, **values)
-    except ValidationError as e:
-        raise GuppyError(*(f"training option {'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}"
-                           for err in e.errors())) from None
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -237,7 +172,8 @@ class Trainer:
     Knows the model only through `forward(x, y) -> (logits, loss)` and its optimizer."""
 
     def __init__(self, paths: RunPaths, cfg: TrainConfig, procs: Processes, *, data: Path, resume: bool):
-        from guppy.model import GPT, model_config
+        from guppy.model import GPT
+        from guppy.optim import build_optimizer
 
         self.started = time.perf_counter()
         self.paths, self.cfg, self.procs, self.resuming = paths, cfg, procs, resume
@@ -258,7 +194,7 @@ class Trainer:
         # data, and `guppy eval` must hold out the same prompts.
         dd = load_conversations(data, test_size=cfg.test_size)
         self.tokenizer = self._tokenizer(dd)
-        self.mconf = model_config(cfg.preset, self.tokenizer.vocab_size)
+        self.mconf = cfg.shape(self.tokenizer.vocab_size)
         context = self.mconf.context
         self.train_data = tokenize(dd["train"], self.tokenizer, context=context)
         test_data = tokenize(dd["test"], self.tokenizer, context=context)
@@ -275,8 +211,8 @@ class Trainer:
 
         # model and optimizer, then where to start from
         self.model = GPT(self.mconf).to(procs.device)
-        self.optimizer = self.model.configure_optimizer(lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                                        betas=(0.9, cfg.beta2), device_type=procs.device_type)
+        self.optimizer = build_optimizer(self.model, name=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                         betas=(0.9, cfg.beta2), device_type=procs.device_type)
         self.step, self.best_loss, self.best_step = 0, math.inf, -1
         # The training loss summed over the steps since the last log, kept on the device (reading it
         # waits for the GPU); a checkpoint carries it, so a resumed run logs the same averages.
@@ -288,6 +224,8 @@ class Trainer:
         procs.barrier()
         self.compiled = cfg.compile == "on" or (cfg.compile == "auto" and self.on_cuda
                                                 and cfg.max_steps >= COMPILE_PAYS_AFTER)
+        # bf16 autocast on CUDA only: a CPU gains nothing from it here, and on mps bf16 needs a recent macOS
+        # and fp16 a gradient scaler, so Apple's GPU trains in fp32 (the tiny models fit either way).
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.on_cuda else nullcontext()
 
     def _tokenizer(self, dd):
@@ -355,7 +293,7 @@ class Trainer:
         self.save(self.paths.last, test_loss, resumable=True)
 
     def train_step(self, model, x: torch.Tensor, y: torch.Tensor, n_global: int) -> None:
-        """One optimizer step on this rank's rows x, y (grad_accum, micro, context): micro-steps, clip, AdamW."""
+        """One optimizer step on this rank's rows x, y (grad_accum, micro, context): micro-steps, clip, optimizer step."""
         cfg, procs = self.cfg, self.procs
         for i in range(cfg.grad_accum):
             sync = not procs.ddp or i == cfg.grad_accum - 1  # DDP all-reduces on the last micro-step only
@@ -406,7 +344,8 @@ class Trainer:
                     test_loss = held_out_loss(self.model, self.test_x, self.test_y, procs=procs, autocast=self.autocast,
                                               batch=self.batches.micro * cfg.grad_accum)
                     saving = time.perf_counter()
-                    self.checkpoint(test_loss)
+                    if step > 0:  # step 0's model is the seed's: nothing worth a checkpoint write (~0.3 s at guppy)
+                        self.checkpoint(test_loss)
                     metrics.log(kind="eval", step=step, test_loss=test_loss, best_test_loss=self.best_loss,
                                 wall_s=round(time.perf_counter() - self.started, 2))
                     bar.update(task, test=f"{test_loss:.3f}")

@@ -1,4 +1,4 @@
-"""The trainer's GPU path: bf16 autocast, fused AdamW, TF32 matmuls.
+"""The trainer's GPU path: bf16 autocast, Muon and fused AdamW, TF32 matmuls.
 
 Skipped where no GPU is visible (CI has none); run on a GPU machine with `python -m pytest tests/test_cuda.py`.
 The code is the CPU tests' code with other kernels, so these check only what the kernels could change."""
@@ -18,7 +18,7 @@ GPU = {**FAST, "device": "cuda"}
 
 def test_a_gpu_run_learns_as_a_cpu_run_does(tmp_path, corpus):
     gpu = train(persona="fish", data=corpus, out=tmp_path / "gpu", max_steps=STEPS, **GPU)
-    cpu = train(persona="fish", data=corpus, out=tmp_path / "cpu", max_steps=STEPS, **FAST)
+    cpu = train(persona="fish", data=corpus, out=tmp_path / "cpu", max_steps=STEPS, **{**FAST, "device": "cpu"})
     assert gpu["device"].startswith("cuda") and cpu["device"] == "cpu"
     curve = losses(tmp_path / "gpu")
     assert curve[-1] < 0.5 * curve[0]

@@ -14,12 +14,13 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
+from guppy.presets import PRESETS
 from guppy.evaluate import ceiling_replies, eval_data_from, persona_score, reply_figures, score_model
 from guppy.report import compare, evaluate, untrained_like
 from tests.conftest import MINI_PERSONA, write_persona
 
 runner = CliRunner()
-MICRO = dict(n_layer=2, n_head=2, d_model=64, d_ff=256, context=64)
+MICRO = dict(PRESETS["tiny"], about="tests only", n_layer=2, n_head=2, d_model=64, d_ff=256, context=64)
 FAST = dict(preset="micro", batch_size=16, lr=1e-2, min_lr=1e-3, warmup_steps=10, eval_every=60, eval_batches=2,
             log_every=10, vocab_size=400, progress=False)
 
@@ -49,7 +50,6 @@ assistant: i am {{ pick(lexicon.moods) }}. {{ pick("the box is mine.|move.|i saw
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A working folder with personas/{mini,kitty}.yaml and trained runs/{mini,kitty}; cwd is it."""
-    from guppy.model import PRESETS
     from guppy.train import train
 
     root = tmp_path_factory.mktemp("world")
@@ -115,7 +115,6 @@ def test_untrained_scores_at_the_floor_and_held_out_data_at_the_ceiling(world):
 
 
 def test_run_does_everything_end_to_end(world, monkeypatch):
-    from guppy.model import PRESETS
 
     monkeypatch.setitem(PRESETS, "micro", MICRO)
     kitten = {**CAT, "identity": {**CAT["identity"], "name": "kitten"}}

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from guppy.errors import GuppyError
-from guppy.model import GPT, ModelConfig, model_config
+from guppy.config import ModelConfig, resolve_config
+from guppy.model import GPT
+from guppy.optim import build_optimizer
 
 TINY = dict(vocab_size=64, context=32, n_layer=2, n_head=4, d_model=32, d_ff=64)
 
@@ -86,14 +88,14 @@ def test_lm_head_is_tied_to_token_embedding():
 
 
 def test_guppy_preset_has_8_7M_parameters_at_vocab_4096():
-    model = GPT(model_config("guppy", vocab_size=4096))
+    model = GPT(resolve_config("guppy").shape(vocab_size=4096))
     assert model.num_params() == 8_726_016  # the reference GuppyLM's 8.7M
     assert model.flops_per_token() == 6 * (8_726_016 - 128 * 384) + 12 * 6 * 384 * 128
 
 
 def test_unknown_preset_is_a_user_error():
-    with pytest.raises(GuppyError, match="unknown preset 'huge'; choose one of: tiny, guppy"):
-        model_config("huge", vocab_size=100)
+    with pytest.raises(GuppyError, match="unknown preset 'huge'; choose one of: tiny, small, guppy"):
+        resolve_config("huge")
 
 
 def test_config_refuses_unknown_fields_and_heads_that_do_not_divide_width():
@@ -120,9 +122,24 @@ def test_loss_is_mean_cross_entropy_over_targets_that_are_not_minus_one():
     assert nothing.item() == 0.0  # a batch with nothing to learn adds nothing (and no NaN)
 
 
-def test_optimizer_decays_matrices_only():
+def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     model = tiny_model()
-    opt = model.configure_optimizer(lr=1e-3, weight_decay=0.1, device_type="cpu")
+    muon, adamw = build_optimizer(model, name="muon", lr=1e-3, weight_decay=0.1, betas=(0.9, 0.99),
+                                  device_type="cpu").optimizers
+    assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
+    hidden = {id(p) for p in muon.param_groups[0]["params"]}
+    assert hidden == {id(p) for n, p in model.named_parameters() if n.startswith("transformer.h.") and p.dim() == 2}
+    embeddings, vectors = adamw.param_groups
+    assert model.transformer.wte.weight in embeddings["params"] and embeddings["weight_decay"] == 0.1
+    assert vectors["weight_decay"] == 0.0 and all(p.dim() == 1 for p in vectors["params"])
+    everything = [p for opt in (muon, adamw) for g in opt.param_groups for p in g["params"]]
+    assert sum(p.numel() for p in everything) == model.num_params()  # each parameter exactly once
+
+
+def test_adamw_alone_decays_matrices_only():
+    model = tiny_model()
+    (opt,) = build_optimizer(model, name="adamw", lr=1e-3, weight_decay=0.1, betas=(0.9, 0.99),
+                             device_type="cpu").optimizers
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 0.1 and all(p.dim() >= 2 for p in decay["params"])
     assert no_decay["weight_decay"] == 0.0 and all(p.dim() == 1 for p in no_decay["params"])
@@ -130,7 +147,7 @@ def test_optimizer_decays_matrices_only():
 
 
 def test_residual_projections_start_smaller():
-    model = GPT(model_config("guppy", vocab_size=4096))
+    model = GPT(resolve_config("guppy").shape(vocab_size=4096))
     std = model.transformer.h[0].mlp.c_proj.weight.std().item()
     assert abs(std - 0.02 / (2 * 6) ** 0.5) < 0.001
     assert abs(model.transformer.h[0].mlp.c_fc.weight.std().item() - 0.02) < 0.001

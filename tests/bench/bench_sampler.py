@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
-from guppy.model import GPT, model_config
+from guppy.config import resolve_config
+from guppy.model import GPT
 from guppy.sampler import generate
 
 
@@ -42,7 +43,7 @@ def main():
     args = ap.parse_args()
 
     torch.manual_seed(0)
-    model = GPT(model_config("guppy", vocab_size=4096)).eval()
+    model = GPT(resolve_config("guppy").shape(vocab_size=4096)).eval()
     rng = torch.Generator().manual_seed(1)
     lengths = torch.randint(16, 25, (args.prompts,), generator=rng).tolist()  # ~20 tokens, not all equal
     prompts = [torch.randint(0, 4096, (n,), generator=rng).tolist() for n in lengths]

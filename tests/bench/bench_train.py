@@ -111,8 +111,9 @@ def train_once(args, data: Path, out: Path, overrides: dict) -> tuple[dict, list
     else:
         from guppy.train import train
 
-        summary = train(persona="bench", data=data, preset=args.preset, out=out, max_steps=args.max_steps,
-                        device=args.device, seed=args.seed, progress=not args.sweep, **overrides)
+        # a sweep's JSON may set max_steps (or device, seed) itself: it wins over the command line's
+        settings = {"max_steps": args.max_steps, "device": args.device, "seed": args.seed, **overrides}
+        summary = train(persona="bench", data=data, preset=args.preset, out=out, progress=not args.sweep, **settings)
     wall = time.perf_counter() - started
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     if args.cli:  # the command prints its summary; the figures compared here come from its metrics

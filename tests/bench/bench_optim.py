@@ -1,0 +1,109 @@
+"""A/B of training recipes on one machine, in one run: held-out loss and persona score for each.
+
+    python tests/bench/bench_optim.py                        # AdamW vs Muon, tiny and small (the issue's table)
+    python tests/bench/bench_optim.py --parallel 6 --threads 2 \\
+        --job '{"preset": "tiny", "lr": 8e-3}' --job '{"preset": "tiny", "batch_size": 24}'
+
+Each job is a `guppy.train.train` config (preset + overrides) trained on --data (default runs/guppy/data)
+with `--threads` torch threads, then scored with `guppy eval`'s persona score. Jobs run `--parallel` at
+a time, each in its own process, so on a machine with 2 x parallel cores they run side by side on
+equal terms (compare them with each other, not with another machine). Without --job it runs the
+default table: for tiny and small, AdamW and Muon at the preset's steps (equal steps), then AdamW
+again for as many steps as Muon's training time allowed it (equal wall time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+JOB = """
+import json, sys, time, torch
+sys.path.insert(0, {root!r})
+torch.set_num_threads({threads})
+from guppy.report import evaluate
+from guppy.train import train
+job = json.loads({job!r})
+started = time.perf_counter()
+summary = train(persona="guppy", data={data!r}, out={out!r}, progress=False, **job)
+report = evaluate(persona="guppy", run={out!r}, samples=4, seed=0)
+print("RESULT " + json.dumps({{"job": job, "best_test_loss": summary["best_test_loss"], "best_step": summary["best_step"],
+      "train_s": summary["wall_s"], "tokens_per_s": summary["tokens_per_s"], "persona_score": report["persona_score"]}}))
+"""
+
+
+def run_job(job: dict, *, data: Path, threads: int, folder: Path) -> dict:
+    out = Path(tempfile.mkdtemp(prefix="run", dir=folder))
+    (out / "data").symlink_to(data.resolve())  # guppy eval reads the run's data/
+    code = JOB.format(root=str(ROOT), threads=threads, job=json.dumps(job), data=str(data), out=str(out))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=folder)
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    return {"job": job, "error": done.stderr[-800:]}
+
+
+def run_all(jobs: list[dict], *, data: Path, threads: int, parallel: int, folder: Path) -> list[dict]:
+    """Results in the jobs' order; each printed as soon as it is done."""
+    with ThreadPoolExecutor(parallel) as pool:
+        futures = [pool.submit(run_job, j, data=data, threads=threads, folder=folder) for j in jobs]
+        for done in as_completed(futures):
+            print(json.dumps(done.result()), flush=True)
+    return [f.result() for f in futures]
+
+
+def table(results: list[dict]) -> None:
+    print(f"\n| {'job':<70} | held-out (step) | persona | train s | tokens/s |")
+    print(f"|{'-' * 72}|-----------------|---------|---------|----------|")
+    for r in results:
+        name = json.dumps(r["job"])
+        if "error" in r:
+            print(f"| {name:<70} | error: {r['error'].splitlines()[-1][:60] if r['error'] else '?'}")
+            continue
+        print(f"| {name:<70} | {r['best_test_loss']:.3f} ({r['best_step']:>5}) | {r['persona_score']:.2f}    "
+              f"| {r['train_s']:7.0f} | {r['tokens_per_s']:8,.0f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=ROOT / "runs" / "guppy" / "data")
+    ap.add_argument("--job", action="append", type=json.loads, default=[], help="a train() config as JSON")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads per job")
+    ap.add_argument("--device", default="cpu", help="device of every job (a GPU machine would pick cuda on auto)")
+    ap.add_argument("--parallel", type=int, default=1, help="jobs at a time")
+    ap.add_argument("--presets", default="tiny,small", help="presets of the default A/B table")
+    ap.add_argument("--keep", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        args.job = [{"device": args.device, **j} for j in args.job]
+        if args.job:
+            table(run_all(args.job, data=args.data, threads=args.threads, parallel=args.parallel, folder=folder))
+            return
+        presets = args.presets.split(",")
+        equal_steps = [{"preset": p, "optimizer": o, "device": args.device} for p in presets for o in ("adamw", "muon")]
+        first = run_all(equal_steps, data=args.data, threads=args.threads, parallel=args.parallel, folder=folder)
+        from guppy.presets import PRESETS
+
+        equal_time = []
+        for p in presets:
+            adamw, muon = (next(r for r in first if r["job"]["preset"] == p and r["job"]["optimizer"] == o)
+                           for o in ("adamw", "muon"))
+            steps = PRESETS[p]["max_steps"]
+            if "error" not in adamw and "error" not in muon:  # AdamW's steps in Muon's training time
+                steps = round(steps * muon["train_s"] / adamw["train_s"] / 10) * 10
+            equal_time.append({"preset": p, "optimizer": "adamw", "max_steps": steps, "device": args.device})
+        second = run_all(equal_time, data=args.data, threads=args.threads, parallel=args.parallel, folder=folder)
+        table(first + second)
+
+
+if __name__ == "__main__":
+    main()
