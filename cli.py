@@ -186,23 +186,58 @@ def print_generate_report(report) -> None:
 
 # ---------------------------------------------------------------------------------- model
 
+def train_options(command):
+    """Give `command` one option per TrainConfig field (guppy/config.py), named for the field and with
+    its description as the help, so a new field is one edit there. The command receives them as
+    **config, None where the user gave none (the preset's value, or the field's default, then holds)."""
+    import inspect
+    from typing import Literal, Union, get_args, get_origin
+
+    from guppy.config import TrainConfig
+    from guppy.presets import PRESETS, preset_help
+
+    options = []
+    fields = TrainConfig.model_fields
+    for name in ["preset", *(f for f in fields if f != "preset")]:
+        field, kind = fields[name], fields[name].annotation
+        if get_origin(kind) in (Union, getattr(__import__("types"), "UnionType", Union)):  # float | None
+            kind = next(a for a in get_args(kind) if a is not type(None))
+        help = field.description
+        if name == "preset":
+            kind, help = Literal[tuple(PRESETS)], f"{help} {preset_help()}. (default: tiny)"
+        elif name in PRESETS["tiny"]:
+            help += " (default: the preset's)"  # round brackets: rich would read [...] as markup
+        elif field.default is not None:
+            help += f" (default: {field.default})"
+        options.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                         annotation=Annotated[Optional[kind], typer.Option(help=help)]))
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    command.__signature__ = inspect.Signature(own + options)
+    return command
+
+
+def given(config: dict) -> dict:
+    return {k: v for k, v in config.items() if v is not None}
+
+
 @app.command()
+@train_options
 def train(
     persona: PersonaArg,
     data: Annotated[Optional[Path], typer.Option(help="Dataset: a generate-data folder, or a JSONL/Parquet file with `messages` or `input`/`output` columns. Default: runs/PERSONA/data.")] = None,
-    preset: Annotated[str, typer.Option(help="Model size: tiny (a laptop CPU, minutes) or guppy (8.7M, the reference's shape; wants a GPU).")] = "tiny",
     out: Annotated[Optional[Path], typer.Option(help="Run folder. Default: runs/PERSONA.")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="Training steps. Default: the preset's.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    seed: SeedOpt = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    **config,
 ):
-    """Train the tokenizer and the model on a persona's dataset (works under torchrun for several GPUs)."""
+    """Train the tokenizer and the model on a persona's dataset (works under torchrun for several GPUs).
+
+    Every training and model-shape setting is an option; those not given come from the preset
+    (tiny: a 2-core laptop CPU in ~3 minutes; small: ~10 minutes; guppy: the reference's 8.7M shape, for a GPU).
+    """
     from guppy.train import train as run
 
     _quiet_datasets()
-    summary = run(persona=persona, data=data, preset=preset, out=out, max_steps=max_steps, device=device,
-                  seed=seed, resume=resume)
+    summary = run(persona=persona, data=data, out=out, resume=resume, **given(config))
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary rather than one per process
         console.print(summary_table("trained", summary))
 
@@ -249,6 +284,7 @@ def eval_(persona: PersonaArg, run: RunOpt = None, samples: SamplesOpt = 4, seed
     with console.status("evaluating: sampling replies, scoring the model, the floor and the ceiling"):
         report = evaluate(persona=persona, run=run, samples=samples, seed=seed)
     print_eval_report(report, time.perf_counter() - started)
+    return report
 
 
 def print_eval_report(report: dict, seconds: float) -> None:
@@ -293,30 +329,48 @@ def print_matrix(result: dict) -> None:
 
 
 @app.command("run")
+@train_options
 def run_all(
     persona: Annotated[str, typer.Argument(help="Persona name or YAML path.")] = "guppy",
-    preset: Annotated[str, typer.Option(help="Model size: tiny (CPU, minutes) or guppy (GPU).")] = "tiny",
-    n: Annotated[int, typer.Option("--n", help="Conversations to generate.")] = 60_000,
-    max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps. Default: the preset's.")] = None,
-    seed: SeedOpt = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    n: Annotated[int, typer.Option("--n", min=1, help="Conversations to generate.")] = 60_000,
+    **config,
 ):
-    """Everything, end to end: generate-data -> train -> eval -> a few sample replies."""
+    """Everything, end to end: generate-data -> train -> eval -> a few sample replies, with the time of each."""
+    import time
+
     from guppy.chat import sample_replies
+    from guppy.config import resolve_config
     from guppy.train import train as run_train
     from pipeline.personas import load_persona
 
     _quiet_datasets()
+    config = given(config)
+    resolve_config(**config)  # a bad option fails here, before any data is replaced
+    seed = config.get("seed", 0)
     name = load_persona(persona).name
+    seconds, clock = {}, time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        seconds[stage], clock = time.perf_counter() - clock, time.perf_counter()
+
     console.rule(f"[bold]1/4[/] generate data: {name}")
     generate_data(persona=persona, n=n, seed=seed, out=None, test_size=0.05, num_proc=2, format="arrow", overwrite=True)
-    console.rule(f"[bold]2/4[/] train: preset {preset}")
-    summary = run_train(persona=persona, preset=preset, max_steps=max_steps, device=device, seed=seed, overwrite=True)
+    lap("generate")
+    console.rule(f"[bold]2/4[/] train: preset {config.get('preset', 'tiny')}")
+    summary = run_train(persona=persona, overwrite=True, **config)
     console.print(summary_table("trained", summary))
+    lap("train")
     console.rule("[bold]3/4[/] evaluate")
-    eval_(persona=persona, run=None, samples=4, seed=seed)
+    report = eval_(persona=persona, run=None, samples=4, seed=seed)
+    lap("eval")
     console.rule("[bold]4/4[/] sample replies")
-    for prompt, reply in sample_replies(persona=persona, seed=seed):
+    replies = sample_replies(persona=persona, seed=seed)
+    lap("replies")
+    console.print(" · ".join(f"{stage} {s:.1f} s" for stage, s in seconds.items())
+                  + f" · total {sum(seconds.values()):.1f} s")
+    console.print(f"[bold]{name}: persona score {report['persona_score']:.2f}[/] (0 = an untrained model, 1 = its training data)")
+    for prompt, reply in replies:
         console.print(f"[dim]you:[/] {prompt}\n[bold]{name}:[/] {reply}")
 
 

@@ -51,7 +51,7 @@ class TrainConfig(Shape):
     grad_accum: int = Field(1, gt=0, le=4096, description="Micro-steps per optimizer step (same result, less memory).")
     lr: float = Field(gt=0, le=10, allow_inf_nan=False, description="Peak learning rate, reached after the warmup.")
     min_lr: float | None = Field(None, ge=0, allow_inf_nan=False,
-                                 description="Learning rate at the end of the cosine (default lr/10).")
+                                 description="Learning rate at the end of the cosine; lr/10 when neither the preset nor you set it.")
     warmup_steps: int = Field(ge=0, description="Steps of linear warmup from 0 to lr.")
     weight_decay: float = Field(0.1, ge=0, le=10, allow_inf_nan=False,
                                 description="Decoupled weight decay on matrices and embeddings.")

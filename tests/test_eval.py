@@ -114,14 +114,14 @@ def test_untrained_scores_at_the_floor_and_held_out_data_at_the_ceiling(world):
     assert persona_score(reply_figures(spec, held_out, set()), floor, ceiling)[0] > 0.9
 
 
-def test_run_does_everything_end_to_end(world, monkeypatch):
-
-    monkeypatch.setitem(PRESETS, "micro", MICRO)
+def test_run_does_everything_end_to_end(world):
     kitten = {**CAT, "identity": {**CAT["identity"], "name": "kitten"}}
     write_persona(world, kitten, {"kitty/naps.jinja": NAPS, "kitty/mood.jinja": CAT_MOOD})
-    result = runner.invoke(app, ["run", "kitten", "--preset", "micro", "--n", "1000", "--max-steps", "20"])
+    result = runner.invoke(app, ["run", "kitten", "--n", "1000", "--max-steps", "20", "--n-layer", "1",
+                                 "--eval-every", "10", "--vocab-size", "400"])
     assert result.exit_code == 0, result.output
     assert "persona score" in result.output and "kitten:" in result.output  # the eval table and sample replies
+    assert "generate" in result.output and "train" in result.output and "total" in result.output  # stage times
     for path in ("data/dataset_dict.json", "ckpt/best/model.safetensors", "eval/report.json"):
         assert (world / "runs/kitten" / path).exists(), path
 
