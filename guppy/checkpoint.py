@@ -59,7 +59,7 @@ def _sha256(path: Path) -> str:
 def save_checkpoint(folder: Path, *, model, tokenizer, meta: dict,
                     state: tuple[dict[str, torch.Tensor], dict] | None = None) -> None:
     """Write model + tokenizer + meta (+ trainer state: tensors and JSON) to `folder`, atomically."""
-    with atomic_dir(Path(folder), overwrite=True) as tmp:
+    with atomic_dir(Path(folder), kind="checkpoint", overwrite=True) as tmp:
         save_model(model, str(tmp / WEIGHTS))
         tokenizer.save(tmp)
         if state is not None:

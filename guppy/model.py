@@ -22,11 +22,14 @@ from torch.nn import functional as F
 from guppy.errors import GuppyError
 
 
-class ModelConfig(pydantic.BaseModel):
-    model_config = ConfigDict(extra="forbid")
+MAX_PARAMS = 2_000_000_000
 
-    vocab_size: int = Field(gt=0, description="Tokens the model knows: the tokenizer's vocabulary size.")
-    context: int = Field(128, gt=0, description="Longest sequence the model sees, in tokens (learned positions).")
+
+class ModelConfig(pydantic.BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    vocab_size: int = Field(gt=0, le=1 << 20, description="Tokens the model knows: the tokenizer's vocabulary size.")
+    context: int = Field(128, gt=0, le=1 << 16, description="Longest sequence the model sees, in tokens (learned positions).")
     n_layer: int = Field(gt=0, description="Transformer blocks.")
     n_head: int = Field(gt=0, description="Attention heads per block; must divide d_model.")
     d_model: int = Field(gt=0, description="Width of the residual stream (embedding size).")
@@ -38,6 +41,11 @@ class ModelConfig(pydantic.BaseModel):
     def _heads_divide_width(self) -> "ModelConfig":
         if self.d_model % self.n_head:
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_head ({self.n_head})")
+        # A config read back from a stranger's checkpoint must not allocate absurd memory (~8 GB at 2B)
+        params = self.n_layer * (4 * self.d_model**2 + 2 * self.d_model * self.d_ff) \
+            + (self.vocab_size + self.context) * self.d_model
+        if params > MAX_PARAMS:
+            raise ValueError(f"{params:,} parameters is more than guppy builds ({MAX_PARAMS:,})")
         return self
 
 

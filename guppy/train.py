@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 import signal
 import threading
 import time
@@ -33,7 +32,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from guppy.atomic import atomic_dir, atomic_file
+from guppy.atomic import atomic_dir, atomic_file, check_output, output_lock
 from guppy.checkpoint import (load_trainer_state, optimizer_tensors, persona_run, read_meta, restore_optimizer,
                               restore_rng, rng_tensors, save_checkpoint)
 from guppy.data import Tokenized, epoch_order, flat_messages, load_conversations, pack, tokenize
@@ -41,18 +40,19 @@ from guppy.errors import GuppyError
 from guppy.metrics import Metrics, plot_losses, progress_bar
 from guppy.paths import RunPaths
 from guppy.processes import Processes
+from guppy.run_folder import SavedInterrupt, resume_command, training_folder
 
 
 class TrainConfig(BaseModel):
     """Everything that decides a training run. Defaults are the `tiny` preset's; PRESET_DEFAULTS
     overrides them per preset. Saved beside the run (train_config.json) and in every checkpoint."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     preset: str = Field("tiny", description="Model shape: tiny (a laptop CPU) or guppy (8.7M, wants a GPU).")
     max_steps: int = Field(900, gt=0, description="Optimizer steps.")
-    batch_size: int = Field(16, gt=0, description="Rows of context tokens per optimizer step, over all processes.")
-    grad_accum: int = Field(1, gt=0, description="Micro-steps per optimizer step (same result, less memory).")
+    batch_size: int = Field(16, gt=0, le=1 << 16, description="Rows of context tokens per optimizer step, over all processes.")
+    grad_accum: int = Field(1, gt=0, le=1 << 16, description="Micro-steps per optimizer step (same result, less memory).")
     lr: float = Field(4e-3, gt=0, description="Peak learning rate, reached after the warmup.")
     min_lr: float | None = Field(None, ge=0, description="Learning rate at the end of the cosine (default lr/10).")
     warmup_steps: int = Field(100, ge=0, description="Steps of linear warmup from 0 to lr.")
@@ -60,13 +60,13 @@ class TrainConfig(BaseModel):
     beta2: float = Field(0.99, gt=0, lt=1, description="AdamW's beta2 (beta1 is 0.9).")
     grad_clip: float = Field(1.0, ge=0, description="Clip the gradient norm to this; 0 turns clipping off.")
     eval_every: int = Field(300, gt=0, description="Steps between held-out evaluations and checkpoints.")
-    eval_batches: int = Field(8, gt=0, description="Batches of the test split in each held-out evaluation.")
+    eval_batches: int = Field(8, gt=0, le=10_000, description="Batches of the test split in each held-out evaluation.")
     log_every: int = Field(10, gt=0, description="Steps between training-loss logs; must divide eval_every.")
-    seed: int = Field(0, description="Random seed: the same seed and config give the same loss curve.")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="Random seed: the same seed and config give the same loss curve.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when a GPU is visible.")
     compile: Literal["auto", "on", "off"] = Field("auto", description=(
         "torch.compile: auto compiles on CUDA for runs of 10,000 steps or more (where it pays back), never on CPU."))
-    vocab_size: int = Field(4096, ge=300, description="Tokens the tokenizer may learn (a small corpus yields fewer).")
+    vocab_size: int = Field(4096, ge=300, le=1 << 20, description="Tokens the tokenizer may learn (a small corpus yields fewer).")
     test_size: float = Field(0.05, gt=0, lt=1, description="Held-out share when a dataset file has no test split.")
 
     @model_validator(mode="after")
@@ -224,10 +224,15 @@ def train(*, persona: str, data: Path | None = None, preset: str = "tiny", out: 
     accepted for symmetry with the other commands; there is nothing else to do)."""
     paths = persona_run(persona, out)
     cfg = resolve_config(preset, max_steps=max_steps, device=device, seed=seed, **overrides)
+    check_output(paths.root, "run")  # a stranger's folder is refused before any work
     procs = Processes(cfg.device)
-    try:
-        trainer = Trainer(paths, cfg, procs, data=Path(data) if data is not None else paths.data, resume=resume)
-        return trainer.run(progress=progress)
+    try:  # a fresh run over an old one trains beside it and replaces it at the end (guppy/run_folder.py)
+        with output_lock(paths.root, enabled=procs.main), \
+                training_folder(paths, fresh=not resume, main=procs.main) as work:
+            trainer = Trainer(work, cfg, procs, data=Path(data) if data is not None else paths.data, resume=resume)
+            trainer.resume_hint = resume_command(persona, out=out, data=data, preset=preset, seed=seed,
+                                                 max_steps=max_steps)
+            return trainer.run(progress=progress)
     finally:
         procs.close()
 
@@ -235,6 +240,8 @@ def train(*, persona: str, data: Path | None = None, preset: str = "tiny", out: 
 class Trainer:
     """One run: its data, its model and optimizer, and how far it got (step, best held-out loss).
     Knows the model only through `forward(x, y) -> (logits, loss)` and its optimizer."""
+
+    resume_hint = "guppy train PERSONA --resume"  # train() sets it from the options it was given
 
     def __init__(self, paths: RunPaths, cfg: TrainConfig, procs: Processes, *, data: Path, resume: bool):
         from guppy.model import GPT, model_config
@@ -283,8 +290,6 @@ class Trainer:
         self.loss_sum, self.steps_logged = torch.zeros((), device=procs.device), 0
         if resume:
             self._restore()
-        elif procs.main:
-            shutil.rmtree(paths.root / "ckpt", ignore_errors=True)  # a fresh run: no stale best from before
         procs.barrier()
         self.compiled = cfg.compile == "on" or (cfg.compile == "auto" and self.on_cuda
                                                 and cfg.max_steps >= COMPILE_PAYS_AFTER)
@@ -299,7 +304,7 @@ class Trainer:
         if self.procs.main:
             _, _, contents = flat_messages(dd["train"])
             tokenizer = train_tokenizer(contents, vocab_size=self.cfg.vocab_size)
-            with atomic_dir(self.paths.tokenizer, overwrite=True) as tmp:
+            with atomic_dir(self.paths.tokenizer, kind="tokenizer", overwrite=True) as tmp:
                 tokenizer.save(tmp)
         self.procs.barrier()  # the other ranks read what rank 0 learned: one vocabulary for all
         return tokenizer if self.procs.main else ChatTokenizer.load(self.paths.tokenizer)
@@ -320,6 +325,9 @@ class Trainer:
             raise GuppyError(f"{self.paths.tokenizer} is not the tokenizer {folder} was trained with; "
                              "train without --resume to start again")
         tensors, info = load_trainer_state(folder)
+        if self.cfg.max_steps <= info.get("step", 0):
+            raise GuppyError(f"--max-steps {self.cfg.max_steps}: {folder} is already at step {info.get('step')}; "
+                             "pass a larger --max-steps to train on")
         if info.get("data") != self.data_id:
             raise GuppyError(f"the dataset changed since {folder} was saved; train without --resume to start again")
         load_weights(self.model, str(folder / "model.safetensors"), device=str(self.procs.device))
@@ -418,9 +426,9 @@ class Trainer:
                     self.save(paths.last, test_loss, resumable=True)
                     if procs.main:
                         plot_losses(metrics.records, paths.loss_plot, f"{paths.root.name}: {cfg.preset}")
-                        bar.console.print(f"interrupted at step {step}; saved {paths.last}. Continue with "
-                                          f"`guppy train {paths.root.name} --resume`")
-                    raise KeyboardInterrupt
+                        bar.console.print(f"interrupted at step {step}; saved a resumable checkpoint. Continue "
+                                          f"with `{self.resume_hint}`")
+                    raise SavedInterrupt
                 if last_step:
                     break
 
