@@ -59,8 +59,9 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ER
 
 def cannot_write(target: Path, e: OSError) -> GuppyError:
     """An OSError while writing `target` as one line: which path and why (disk full, read-only, ...)."""
-    where = e.filename if e.filename else target
-    return GuppyError(f"{where}: cannot write {target} ({e.strerror or e}); choose another output or free the path")
+    where = Path(e.filename) if e.filename else Path(target)
+    also = "" if where == Path(target) else f" (writing {target})"
+    return GuppyError(f"{where}: cannot write here{also}: {e.strerror or e}; choose another output or free the path")
 
 
 # ---------------------------------------------------------------------------------- may it be replaced?
