@@ -51,6 +51,8 @@ def load_conversations(path: Path, *, test_size: float = 0.05, seed: int = 0):
         else:
             builder, files = _data_files(path)
             dd = datasets.load_dataset(builder, data_files=files)
+        for ds in dd.values():  # Arrow's JSON reader keeps bytes that are not UTF-8; find them here, not mid-training
+            ds.data.table.validate(full=True)
     except GuppyError:
         raise
     except Exception as e:  # a half-written or foreign file: name it and what went wrong, no traceback

@@ -120,7 +120,7 @@ def test_an_output_under_a_file_or_too_long_or_in_a_loop_is_one_line(tmp_path, m
     one_line_error(generate(mini, tmp_path / "file" / "data"), "Not a directory")
     one_line_error(generate(mini, tmp_path / ("x" * 300)), "too long")
     os.symlink(tmp_path / "loop", tmp_path / "loop")
-    one_line_error(generate(mini, tmp_path / "loop" / "data"), "loop")
+    one_line_error(generate(mini, tmp_path / "loop" / "data"), "symbolic links")
 
 
 # ---------------------------------------------------------------------------------- one writer at a time
