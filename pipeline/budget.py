@@ -39,6 +39,10 @@ from jinja2.utils import _PassArg
 from guppy.errors import GuppyError
 
 MAX_TEMPLATE_BYTES = 1_000_000
+# Filters whose result can be much larger than their input, or whose arguments count iterations;
+# the others (lower, trim, first, length, ...) make at most what they are given.
+GROWING_FILTERS = frozenset({"center", "indent", "format", "join", "replace", "slice", "batch", "wordwrap",
+                             "truncate", "filesizeformat", "round"})
 MAX_POWER_BITS = 65_536  # `**` results up to ~20,000 digits
 
 
@@ -92,7 +96,7 @@ class TemplateFolderLoader(jinja2.FileSystemLoader):
 
 # ---------------------------------------------------------------------------------- time
 
-_deadline = {"active": False, "seconds": 0.0, "previous": signal.SIG_DFL}
+_deadline = {"active": False, "seconds": 0.0, "previous": signal.SIG_DFL, "pid": None}
 
 
 def _ring(signum, frame):
@@ -109,8 +113,10 @@ def _arm(seconds: float) -> bool:
     """Start this render's clock; False where no alarm can be used (another thread, Windows)."""
     if seconds <= 0 or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
         return False
-    if signal.getsignal(signal.SIGALRM) is not _ring:
-        _deadline["previous"] = signal.signal(signal.SIGALRM, _ring)
+    if _deadline["pid"] != os.getpid():  # once per process (getsignal costs more than a render's timer)
+        previous = signal.signal(signal.SIGALRM, _ring)
+        _deadline["previous"] = previous if previous is not _ring else _deadline["previous"]
+        _deadline["pid"] = os.getpid()
     _deadline["seconds"], _deadline["active"] = seconds, True
     signal.setitimer(signal.ITIMER_REAL, seconds)
     return True
@@ -147,7 +153,8 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
     def __init__(self, *, budget: RenderBudget, **options):
         super().__init__(**options)
         self.budget = budget
-        self.filters = {name: self._guarded_filter(name, f) for name, f in self.filters.items()}
+        self.filters = {name: self._guarded_filter(name, f) if name in GROWING_FILTERS else f
+                        for name, f in self.filters.items()}
 
     # -- what every check says
     def _too_large(self, what: str, size: int):
@@ -214,6 +221,16 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
 
     def _guarded_filter(self, name: str, f):
         passes = 1 if _PassArg.from_obj(f) is not None else 0  # environment / context / eval context first
+        if name == "replace" and passes == 1:  # the templates' most used filter (~5 calls a render): kept quick
+
+            @functools.wraps(f)
+            def guarded_replace(eval_ctx, s, old, new, count=None):
+                if type(s) is str and type(old) is str and type(new) is str and \
+                        len(new) > len(old) and (len(s) + 1) * (len(new) + 1) > self.budget.chars:
+                    self._check_join_replace("replace", s, (old, new))
+                return f(eval_ctx, s, old, new, count)
+
+            return guarded_replace
 
         @functools.wraps(f)
         def guarded(*args, **kwargs):
@@ -231,6 +248,14 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
 
         return guarded
 
+    def concat(self, parts) -> str:
+        """What Jinja joins a macro's, a {% set %} block's or a template's output with: sized first."""
+        parts = list(parts)
+        size = sum(map(len, parts))
+        if size > self.budget.chars:
+            raise self._too_large("output", size)
+        return "".join(parts)
+
     def checked_concat(self, parts) -> str:
         parts = [str(p) for p in parts]
         size = sum(map(len, parts))
@@ -241,18 +266,13 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
     # -- one render
     def render_within_budget(self, template: jinja2.Template) -> str:
         """template.render(), streamed so that the output is counted as it grows, under the clock."""
-        chars = self.budget.chars
         context = template.new_context()
         armed = _arm(self.budget.seconds)
         try:
             try:
-                parts, size = [], 0
-                for chunk in template.root_render_func(context):
-                    size += len(chunk)
-                    if size > chars:
-                        raise self._too_large("output", size)
-                    parts.append(chunk)
-                return "".join(parts)
+                # The chunks first, their total size before they are joined: a loop that yields one
+                # 99,999-character string 100,000 times makes a list of references, not 10 GB.
+                return self.concat(template.root_render_func(context))
             except Exception:
                 self.handle_exception()  # re-raises with the template's own file and line (as render() does)
         finally:

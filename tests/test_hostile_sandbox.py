@@ -108,6 +108,10 @@ RUNAWAY = {  # template body -> the limit its one-line error must name
                      "more than 0.5 s for one conversation"),
     "a loop that outputs forever": ("{% set s = 'a' * 99999 %}{% for i in range(100000) %}{{ s }}{% endfor %}",
                                     "output of"),
+    "a macro that outputs forever": ("{% set s = 'a' * 99999 %}{% macro m() %}{% for i in range(100000) %}{{ s }}"
+                                     "{% endfor %}{% endmacro %}{{ m() }}", "output of"),
+    "a set block that outputs forever": ("{% set s = 'a' * 99999 %}{% set big %}{% for i in range(100000) %}{{ s }}"
+                                         "{% endfor %}{% endset %}{{ big }}", "output of"),
     "doubling with ~": ("{% set ns = namespace(s='a') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}"
                         "{% endfor %}{{ ns.s }}", "a ~ concatenation"),
     "str.ljust(10**9)": ("{{ 'a'.ljust(10**9) }}", "an argument"),
