@@ -227,3 +227,28 @@ def test_chat_reads_stdin_that_is_not_utf8_as_one_line(run_on_elsewhere):
     result = runner.invoke(app, ["chat", str(persona), "--run", str(run)], input=b"caf\xe9\n")
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "standard input: not UTF-8" in result.output, result.output
+
+
+def test_a_crafted_trainer_state_is_refused_in_one_line(tmp_path, old_run, corpus):
+    """A stranger's checkpoint whose checksums match but whose trainer_state.json says step "abc"."""
+    from guppy.checkpoint import _sha256
+
+    run = copy_of(old_run, tmp_path)
+    state = run / "ckpt" / "last" / "trainer_state.json"
+    info = json.loads(state.read_text())
+    info["step"] = "abc"
+    state.write_text(json.dumps(info))
+    config = json.loads((run / "ckpt" / "last" / "config.json").read_text())
+    config["files"]["trainer_state.json"] = _sha256(state)
+    (run / "ckpt" / "last" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(GuppyError, match="trainer state cannot be read"):
+        train(persona="fish", data=corpus, out=run, max_steps=60, resume=True, **FAST)
+
+
+def test_garbage_in_metrics_is_skipped_on_resume(tmp_path, old_run, corpus):
+    run = copy_of(old_run, tmp_path)
+    with open(run / "metrics.jsonl", "ab") as f:
+        f.write(b"[1, 2]\n\xff\xfe\n{\"step\": \"x\"}\n")
+    train(persona="fish", data=corpus, out=run, max_steps=50, resume=True, **FAST)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(isinstance(r, dict) and isinstance(r["step"], int) for r in records)
