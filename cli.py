@@ -78,10 +78,18 @@ def persona_list():
     from pipeline.personas import list_personas, load_persona
 
     table = Table("persona", "topics", "associations", "description", "file")
+    problems = []
     for name in list_personas():
-        p = load_persona(name)
+        try:
+            p = load_persona(name)
+        except GuppyError as e:  # one bad file is reported, and hides none of the others
+            table.add_row(name, "-", "-", "[red]invalid: run `guppy persona validate " + name + "`[/]", "")
+            problems.append(e.problems[0])
+            continue
         table.add_row(name, str(len(p.spec.topics)), str(len(p.spec.associations)), p.spec.identity.description, str(p.path))
     console.print(table)
+    for problem in problems:
+        err_console.print(f"[yellow]warning:[/] {problem}", highlight=False, soft_wrap=True)
 
 
 @persona_app.command("show")
@@ -338,16 +346,24 @@ def run_all(
     """Everything, end to end: generate-data -> train -> eval -> a few sample replies, with the time of each."""
     import time
 
+    from guppy.atomic import check_output
     from guppy.chat import sample_replies
     from guppy.config import resolve_config
+    from guppy.paths import RunPaths
     from guppy.train import train as run_train
+    from pipeline.generate import check_generate_options
     from pipeline.personas import load_persona
 
     _quiet_datasets()
     config = given(config)
-    resolve_config(**config)  # a bad option fails here, before any data is replaced
     seed = config.get("seed", 0)
     name = load_persona(persona).name
+    # Every option and output checked before step 1 replaces runs/PERSONA/data
+    check_generate_options(n=n, seed=seed, test_size=0.05, num_proc=2, fmt="arrow")
+    resolve_config(**config)
+    paths = RunPaths.for_persona(name)
+    for target, kind in ((paths.root, "run"), (paths.data, "dataset"), (paths.eval, "eval")):
+        check_output(target, kind)
     seconds, clock = {}, time.perf_counter()
 
     def lap(stage: str) -> None:

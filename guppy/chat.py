@@ -11,9 +11,21 @@ from pathlib import Path
 import torch
 
 from guppy.checkpoint import load_model, persona_name, persona_run
+from guppy.checks import check_sampling
+from guppy.errors import GuppyError
 from guppy.sampler import complete, generate
 
 QUIT_WORDS = {"quit", "exit", ":q", "/quit", "/exit"}
+
+
+def utf8_text(text: str, where: str) -> str:
+    """Text from argv or a terminal that is not UTF-8 arrives with lone surrogates, which no
+    tokenizer can encode: say so in one line."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise GuppyError(f"{where}: not UTF-8 text (at character {e.start}); use UTF-8") from None
+    return text
 
 
 def trim_history(history: list[dict], tokenizer, budget: int) -> list[dict]:
@@ -48,6 +60,9 @@ def chat(*, persona: str, run: Path | None = None, prompt: str | None = None, te
          max_new_tokens: int = 64) -> str | None:
     """With `prompt`: print one reply and return it (the same seed gives the same reply).
     Without: chat until quit, exit, Ctrl-D or Ctrl-C."""
+    check_sampling(temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+    if prompt is not None:
+        prompt = utf8_text(prompt, "--prompt")
     name = persona_name(persona)
     paths = persona_run(name, run)
     model, tokenizer, _ = load_model(paths.root)
@@ -64,10 +79,13 @@ def chat(*, persona: str, run: Path | None = None, prompt: str | None = None, te
     history: list[dict] = []
     while True:
         try:
-            text = input("you: ").strip()
+            text = utf8_text(input("you: "), "standard input").strip()
         except (EOFError, KeyboardInterrupt):
             print(flush=True)
             return None
+        except UnicodeDecodeError as e:
+            raise GuppyError(f"standard input: not UTF-8 text (byte {e.object[e.start:e.start + 1]!r}); "
+                             "set your terminal to UTF-8") from None
         if text.lower() in QUIT_WORDS:
             return None
         if not text:

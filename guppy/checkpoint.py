@@ -59,7 +59,7 @@ def _sha256(path: Path) -> str:
 def save_checkpoint(folder: Path, *, model, tokenizer, meta: dict,
                     state: tuple[dict[str, torch.Tensor], dict] | None = None) -> None:
     """Write model + tokenizer + meta (+ trainer state: tensors and JSON) to `folder`, atomically."""
-    with atomic_dir(Path(folder), overwrite=True) as tmp:
+    with atomic_dir(Path(folder), kind="checkpoint", overwrite=True) as tmp:
         save_model(model, str(tmp / WEIGHTS))
         tokenizer.save(tmp)
         if state is not None:
@@ -187,7 +187,12 @@ def load_model(path: Path, *, device: str | torch.device = "cpu"):
 def load_trainer_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """A resumable checkpoint's trainer state: (tensors, info). Checksums are checked by `read_meta`."""
     try:
-        return load_file(str(folder / STATE)), json.loads((folder / STATE_JSON).read_text())
+        tensors, info = load_file(str(folder / STATE)), json.loads((folder / STATE_JSON).read_text())
+        ints = ("step", "best_step", "steps_logged")
+        if not all(type(info[k]) is int and info[k] >= -1 for k in ints) or \
+                not all(isinstance(info[k], (int, float)) for k in ("best_loss", "loss_sum")):
+            raise ValueError(f"{STATE_JSON} has a field of the wrong type")
     except Exception as e:
         raise GuppyError(f"{folder}: the trainer state cannot be read ({str(e)[:200]}); "
                          "it is corrupted, train again without --resume") from None
+    return tensors, info

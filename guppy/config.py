@@ -17,8 +17,11 @@ from guppy.errors import GuppyError
 from guppy.presets import PRESETS
 
 
+MAX_PARAMS = 2_000_000_000  # a config read back from a stranger's checkpoint must not allocate ~8 GB
+
+
 class Shape(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     n_layer: int = Field(gt=0, le=64, description="Transformer blocks.")
     n_head: int = Field(gt=0, le=64, description="Attention heads per block; must divide d_model.")
@@ -36,7 +39,15 @@ class Shape(BaseModel):
 
 
 class ModelConfig(Shape):
-    vocab_size: int = Field(gt=0, description="Tokens the model knows: the tokenizer's vocabulary size.")
+    vocab_size: int = Field(gt=0, le=1 << 20, description="Tokens the model knows: the tokenizer's vocabulary size.")
+
+    @model_validator(mode="after")
+    def _buildable(self) -> ModelConfig:
+        params = self.n_layer * (4 * self.d_model**2 + 2 * self.d_model * self.d_ff) \
+            + (self.vocab_size + self.context) * self.d_model
+        if params > MAX_PARAMS:
+            raise ValueError(f"{params:,} parameters is more than guppy builds ({MAX_PARAMS:,})")
+        return self
 
 
 class TrainConfig(Shape):

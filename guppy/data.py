@@ -51,6 +51,8 @@ def load_conversations(path: Path, *, test_size: float = 0.05, seed: int = 0):
         else:
             builder, files = _data_files(path)
             dd = datasets.load_dataset(builder, data_files=files)
+        for ds in dd.values():  # Arrow's JSON reader keeps bytes that are not UTF-8; find them here, not mid-training
+            ds.data.table.validate(full=True)
     except GuppyError:
         raise
     except Exception as e:  # a half-written or foreign file: name it and what went wrong, no traceback
@@ -73,7 +75,25 @@ def load_conversations(path: Path, *, test_size: float = 0.05, seed: int = 0):
         if len(ds) == 0:
             raise GuppyError(f"{path}: the {name} split is empty; it needs more conversations, "
                              "with more distinct first prompts (a prompt is in train or test, never both)")
+        _check_messages(ds, path, name)
     return dd
+
+
+def _check_messages(ds, path: Path, split: str) -> None:
+    """Every message has a role and a text, and there is something to learn: a split without one
+    assistant reply would "train" to a loss of 0."""
+    import pyarrow.compute as pc
+
+    flat = ds.with_format("arrow")["messages"].combine_chunks().flatten()
+    role, content = flat.field("role"), flat.field("content")
+    if role.null_count or content.null_count:
+        raise GuppyError(f"{path}: the {split} split has messages without a role or a content (null); "
+                         "every message needs both")
+    replies = pc.and_(pc.equal(role, "assistant"), pc.greater(pc.utf8_length(content), 0))
+    if not pc.any(replies).as_py():
+        raise GuppyError(f"{path}: the {split} split has no assistant reply to learn from (roles found: "
+                         f"{', '.join(sorted(set(role.to_pylist()))[:5]) or 'none'}); "
+                         "each conversation needs `assistant` turns")
 
 
 def _data_files(path: Path) -> tuple[str, dict[str, list[str]]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 from safetensors.torch import save_file
 
-from guppy.atomic import atomic_dir
+from guppy.atomic import atomic_dirs, check_output
 from guppy.checkpoint import load_model, persona_name, persona_run
 from guppy.errors import GuppyError
 from guppy.paths import RunPaths
@@ -77,18 +77,38 @@ def generation_config(tokenizer) -> dict:
             "max_new_tokens": 64}
 
 
+def spec_description(path: Path) -> str:
+    try:
+        return str(yaml.safe_load(read_text(path))["identity"]["description"])
+    except (yaml.YAMLError, TypeError, KeyError):
+        raise GuppyError(f"{path}: not a readable persona spec; regenerate the dataset beside it") from None
+
+
+def read_report(path: Path) -> dict:
+    """report.json with the fields the model card shows, or one line naming it."""
+    try:
+        report = json.loads(read_text(path))
+        for a in report["associations"].values():
+            [float(a["hit_rate"][k]) for k in ("floor", "model", "ceiling")]
+        float(report["persona_score"]), float(report["bits_per_byte"]["model"]), float(report["bits_per_byte"]["floor"])
+        float(report["style"]["model"]["all"]), float(report["style"]["ceiling"]["all"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise GuppyError(f"{path}: not a report of `guppy eval`; run `guppy eval` again before exporting") from None
+    return report
+
+
 def model_card(name: str, model, meta: dict, paths: RunPaths) -> str:
     c = model.config
     header = {"license": "mit", "language": ["en"], "library_name": "transformers",
               "pipeline_tag": "text-generation", "tags": list(dict.fromkeys(["guppy", "persona", name, "gpt2"]))}
     persona_yaml = trained_on(paths) / "persona.yaml"  # generate-data keeps the spec beside the data
-    description = yaml.safe_load(persona_yaml.read_text())["identity"]["description"] if persona_yaml.exists() else ""
+    description = spec_description(persona_yaml) if persona_yaml.is_file() else ""
     metrics = meta.get("metrics", {})
     training = (f"{meta['step']:,} steps over {metrics['train_tokens']:,} training tokens; held-out loss "
                 f"{metrics['test_loss']:.3f} nats/token.\n" if "step" in meta and "train_tokens" in metrics else "")
     report_path = paths.eval / "report.json"
-    if report_path.exists():
-        report = json.loads(report_path.read_text())
+    report = read_report(report_path) if report_path.exists() else None
+    if report is not None:
         rows = "\n".join(f"| {n} | {a['hit_rate']['floor']:.0%} | **{a['hit_rate']['model']:.0%}** | "
                          f"{a['hit_rate']['ceiling']:.0%} |" for n, a in report["associations"].items())
         results = (f"**Persona score {report['persona_score']:.2f}** (`guppy eval`: 1 = as strong as in the "
@@ -158,35 +178,32 @@ def dataset_folder(out: Path) -> Path:
 def export(*, persona: str, run: Path | None = None, out: Path | None = None, dataset: bool = False,
            overwrite: bool = False) -> list[Path]:
     """Write the run's model as a transformers folder (and, with `dataset`, its training data as a
-    Hub dataset folder); return the folders written. Nothing is written unless all of it can be."""
+    Hub dataset folder); return the folders written. Nothing is written unless all of it can be,
+    and the two folders replace the old ones together (never a new model beside an old dataset)."""
     name = persona_name(persona)
     paths = persona_run(name, run)
     out = Path(out) if out is not None else paths.hf
-    targets = [out, dataset_folder(out)] if dataset else [out]
+    targets = [(out, "hf"), (dataset_folder(out), "hf-dataset")] if dataset else [(out, "hf")]
+    for target, kind in targets:
+        check_output(target, kind, overwrite=overwrite)
     model, tokenizer, meta = load_model(paths.root)
-    for target in targets:
-        if target.exists() and not overwrite:
-            raise GuppyError(f"{target}: already exists; pass --overwrite to replace it")
     data = load_generated(trained_on(paths)) if dataset else None  # before anything is written
+    card = model_card(name, model, meta, paths)
 
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        save_file(gpt2_state_dict(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(gpt2_config(model, tokenizer), indent=2) + "\n")
-        (tmp / "generation_config.json").write_text(json.dumps(generation_config(tokenizer), indent=2) + "\n")
-        tokenizer.save(tmp, model_max_length=model.config.context)
-        (tmp / "README.md").write_text(model_card(name, model, meta, paths))
-    if data is not None:
-        export_dataset(*data, targets[1], overwrite=overwrite)
-    return targets
+    with atomic_dirs(targets, overwrite=overwrite) as tmps:
+        save_file(gpt2_state_dict(model), str(tmps[0] / "model.safetensors"), metadata={"format": "pt"})
+        (tmps[0] / "config.json").write_text(json.dumps(gpt2_config(model, tokenizer), indent=2) + "\n")
+        (tmps[0] / "generation_config.json").write_text(json.dumps(generation_config(tokenizer), indent=2) + "\n")
+        tokenizer.save(tmps[0], model_max_length=model.config.context)
+        (tmps[0] / "README.md").write_text(card, encoding="utf-8")
+        if data is not None:
+            write_dataset(*data, tmps[1])
+    return [target for target, _ in targets]
 
 
 def trained_on(paths: RunPaths) -> Path:
     """The dataset the run was trained on (train_config.json records it), else the run's data folder."""
-    try:
-        data = Path(json.loads(paths.config.read_text())["data"])
-    except (OSError, ValueError, KeyError):
-        return paths.data
-    return data if data.exists() else paths.data
+    return paths.trained_on()
 
 
 def load_generated(data: Path):
@@ -207,19 +224,41 @@ def load_generated(data: Path):
                          "regenerate it with `guppy generate-data`") from None
 
 
-def export_dataset(dd, data: Path, out: Path, *, overwrite: bool = False) -> None:
-    """A generate-data DatasetDict as a Hub dataset repository: data/*.parquet + README.md card."""
-    _, header, body = (data / "README.md").read_text().split("---\n", 2)
-    meta = yaml.safe_load(header)
+def split_card(text: str, path: Path) -> tuple[dict, str]:
+    """A card's YAML header and its body. The header ends at the first line that is exactly `---`
+    (yaml.safe_dump quotes a value `---`); splitting the text on "---\\n" would stop inside a topic
+    named `a---`."""
+    lines = text.split("\n")
+    try:
+        end = lines.index("---", 1) if lines[0] == "---" else -1
+        header = yaml.safe_load("\n".join(lines[1:end])) if end > 0 else None
+    except yaml.YAMLError:
+        header = None
+    if not isinstance(header, dict):
+        raise GuppyError(f"{path}: its YAML header (between the first two `---` lines) is missing or malformed; "
+                         "regenerate the dataset with `guppy generate-data`")
+    return header, "\n".join(lines[end + 1:])
+
+
+def write_dataset(dd, data: Path, tmp: Path) -> None:
+    """A generate-data DatasetDict as a Hub dataset repository in `tmp`: data/*.parquet + README.md card."""
+    meta, body = split_card(read_text(data / "README.md"), data / "README.md")
     # The Hub reads a split's size only with num_bytes too (else `datasets` warns and ignores it).
     meta.setdefault("dataset_info", {})["splits"] = [
         {"name": s, "num_bytes": ds.data.nbytes, "num_examples": len(ds)} for s, ds in dd.items()]
     meta["configs"] = [{"config_name": "default",
                         "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in dd]}]
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        (tmp / "data").mkdir()
-        for split, ds in dd.items():
-            ds.to_parquet(str(tmp / "data" / f"{split}-00000-of-00001.parquet"))
-        (tmp / "README.md").write_text("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + body)
-        if (data / "persona.yaml").exists():  # the card points to it
-            shutil.copy(data / "persona.yaml", tmp / "persona.yaml")
+    (tmp / "data").mkdir()
+    for split, ds in dd.items():
+        ds.to_parquet(str(tmp / "data" / f"{split}-00000-of-00001.parquet"))
+    (tmp / "README.md").write_text("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + body, encoding="utf-8")
+    if (data / "persona.yaml").exists():  # the card points to it
+        shutil.copy(data / "persona.yaml", tmp / "persona.yaml")
+
+
+def read_text(path: Path) -> str:
+    """A text file Guppy wrote (a card, a report), or one line saying why it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise GuppyError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e}); regenerate it") from None

@@ -16,11 +16,13 @@ class Metrics:
     def __init__(self, path: Path, *, keep_until: int, enabled: bool):
         self.path, self.enabled, self.records = path, enabled, []
         if enabled and path.exists():  # resume: keep what came up to the checkpoint, forget the rest
-            for line in path.read_text().splitlines():
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():  # bad bytes: a bad line
                 try:
                     record = json.loads(line)
                 except ValueError:
                     continue  # a line cut by the interruption
+                if not isinstance(record, dict) or not isinstance(record.get("step", math.inf), (int, float)):
+                    continue  # not one of ours
                 if record.get("step", math.inf) <= keep_until:
                     self.records.append(record)
         if enabled:

@@ -63,3 +63,19 @@ class RunPaths:
     @property
     def hf(self) -> Path:
         return self.root / "hf"
+
+    def trained_on(self) -> Path:
+        """The dataset this run was trained on: train_config.json records it (`guppy train --data`),
+        else (no config, or one that cannot be read, or a path gone) the run's own data folder."""
+        import json
+
+        try:
+            recorded = json.loads(self.config.read_text(encoding="utf-8"))["data"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return self.data
+        if not isinstance(recorded, str) or not recorded:
+            return self.data
+        # A relative path was relative to where `guppy train` ran; from elsewhere, the run's own folder
+        if not Path(recorded).exists() and self.data.exists():
+            return self.data
+        return Path(recorded)

@@ -31,7 +31,7 @@ def contains_any(text: str, phrases: list[str] | tuple[str, ...]) -> bool:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # `weight: .inf` is a typo
 
 
 class Identity(Strict):
@@ -42,17 +42,25 @@ class Identity(Strict):
     @field_validator("name")
     @classmethod
     def _slug(cls, v: str) -> str:
-        if not re.fullmatch(r"[a-z][a-z0-9_-]*", v):
-            raise ValueError("must be lowercase letters, digits, '_' or '-', starting with a letter")
+        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,63}", v):  # it names files and folders: keep it short
+            raise ValueError("must be lowercase letters, digits, '_' or '-', starting with a letter, "
+                             "at most 64 characters")
         return v
 
 
 class Style(Strict):
     lowercase: bool = Field(True, description="Replies are all lowercase (enforced when rendering).")
-    max_sentence_words: int = Field(12, gt=0, description="Longest sentence a reply may have, in words.")
-    min_reply_words: int = Field(2, gt=0, description="Shortest reply, in words.")
-    max_reply_words: int = Field(40, gt=0, description="Longest reply, in words.")
+    max_sentence_words: int = Field(12, gt=0, le=10_000, description="Longest sentence a reply may have, in words.")
+    min_reply_words: int = Field(2, gt=0, le=10_000, description="Shortest reply, in words.")
+    max_reply_words: int = Field(40, gt=0, le=10_000, description="Longest reply, in words.")
     banned_words: list[str] = Field(default_factory=list, description="Words the persona never says.")
+
+    @field_validator("banned_words")
+    @classmethod
+    def _no_empty_banned(cls, v: list[str]) -> list[str]:
+        if any(not w.strip() for w in v):  # an empty word is in every reply: all of them would break the style
+            raise ValueError("has an empty entry; every banned word needs some text")
+        return v
 
     @model_validator(mode="after")
     def _bounds(self) -> Style:
@@ -74,7 +82,7 @@ class Style(Strict):
 
 class Topic(Strict):
     template: str = Field(description="Template path under templates/, e.g. 'common/greeting.jinja'.")
-    weight: float = Field(1.0, gt=0, description="Relative share of the corpus this topic gets.")
+    weight: float = Field(1.0, gt=0, le=1e6, description="Relative share of the corpus this topic gets.")
 
 
 class Association(Strict):
@@ -96,6 +104,13 @@ class Association(Strict):
         default_factory=list,
         description="Evaluation-only prompts that cue it; never rendered into training data.",
     )
+
+    @field_validator("expect", "probes")
+    @classmethod
+    def _no_empty_words(cls, v: list[str]) -> list[str]:
+        if any(not w.strip() for w in v):  # an empty word is found in every reply: a 100% that means nothing
+            raise ValueError("has an empty entry; every word or prompt needs some text")
+        return v
 
     def hit(self, reply: str) -> bool:
         """Does this reply show the association (contain one of the expected words)?"""

@@ -23,7 +23,8 @@ matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from guppy.atomic import atomic_dir  # noqa: E402
+from guppy.atomic import atomic_dir, check_output, output_lock  # noqa: E402
+from guppy.checks import SEED_MAX, check_number  # noqa: E402
 from guppy.checkpoint import load_model  # noqa: E402
 from guppy.data import load_conversations  # noqa: E402
 from guppy.errors import GuppyError  # noqa: E402
@@ -34,14 +35,23 @@ from guppy.paths import COMPARE_DIR, RunPaths  # noqa: E402
 from pipeline.personas import load_persona  # noqa: E402
 
 
+MAX_SAMPLES = 1000  # sampled replies per prompt; the default is 4
+
+
 def untrained_like(model, seed: int):
     """The floor: the same architecture, freshly initialized, never trained."""
     torch.manual_seed(seed)
     return GPT(model.config).eval()
 
 
-def load_eval_data(paths: RunPaths) -> EvalData | None:
-    return eval_data_from(load_conversations(paths.data)) if paths.data.exists() else None
+def load_eval_data(paths: RunPaths, persona: str) -> EvalData:
+    """The held-out split of the dataset the run was trained on (train_config.json says which)."""
+    data = paths.trained_on()
+    if not data.exists():
+        recorded = " (the dataset train_config.json records)" if data != paths.data else ""
+        raise GuppyError(f"{data}: no dataset{recorded}; the evaluator needs its test split "
+                         f"(run `guppy generate-data {persona}`, or train again with --data)")
+    return eval_data_from(load_conversations(data))
 
 
 def check_persona(spec, path) -> None:
@@ -50,15 +60,26 @@ def check_persona(spec, path) -> None:
                          "add some under `associations:`")
 
 
+def check_eval_options(*, samples: int, seed: int) -> None:
+    check_number("--samples", samples, ge=1, le=MAX_SAMPLES)
+    check_number("--seed", seed, ge=0, le=SEED_MAX)
+
+
 def evaluate(*, persona: str, run: Path | None = None, samples: int = 4, seed: int = 0) -> dict:
+    check_eval_options(samples=samples, seed=seed)
     loaded = load_persona(persona)
     spec = loaded.spec
     check_persona(spec, loaded.path)
     paths = RunPaths.for_persona(spec.name, run)
+    check_output(paths.eval, "eval")  # before minutes of work: may the old report be replaced?
+    with output_lock(paths.eval):  # a second eval of the same run is refused, not interleaved
+        return _evaluate(loaded, paths, samples=samples, seed=seed)
+
+
+def _evaluate(loaded, paths: RunPaths, *, samples: int, seed: int) -> dict:
+    spec = loaded.spec
     model, tokenizer, _ = load_model(paths.root)
-    data = load_eval_data(paths)
-    if data is None:
-        raise GuppyError(f"{paths.data}: no dataset; the evaluator needs its test split (run `guppy generate-data {spec.name}`)")
+    data = load_eval_data(paths, spec.name)
     model_f = score_model(model, tokenizer, spec, data, samples=samples, seed=seed)
     floor_f = score_model(untrained_like(model, seed), tokenizer, spec, data, samples=samples, seed=seed)
     ceiling_f = reply_figures(spec, ceiling_replies(spec, data), data.train_replies)
@@ -107,7 +128,7 @@ def bar_chart(report: dict, path: Path) -> None:
 
 
 def write_report(paths: RunPaths, report: dict) -> None:
-    with atomic_dir(paths.eval, overwrite=True) as tmp:
+    with atomic_dir(paths.eval, kind="eval", overwrite=True) as tmp:
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         bar_chart(report, tmp / "associations.png")
         if paths.loss_plot.exists():
@@ -157,11 +178,14 @@ def compare(*, personas: list[str], samples: int = 2, seed: int = 0, out: Path |
     """Score every trained model against every persona spec; the diagonal should dominate."""
     if len(personas) < 2:
         raise GuppyError("compare needs at least two personas, e.g. `guppy compare guppy cat plant`")
+    check_eval_options(samples=samples, seed=seed)
+    out = Path(out) if out else COMPARE_DIR
+    check_output(out, "compare")  # never a stranger's folder, checked before any work
     specs = {p: load_persona(p) for p in personas}
     for loaded in specs.values():
         check_persona(loaded.spec, loaded.path)
     models = {p: load_model(RunPaths.for_persona(specs[p].name).root)[:2] for p in personas}
-    data = {p: load_eval_data(RunPaths.for_persona(specs[p].name)) for p in personas}
+    data = {p: load_eval_data(RunPaths.for_persona(specs[p].name), specs[p].name) for p in personas}
     matrix: dict[str, dict[str, float]] = {}
     for b in personas:  # the persona spec being measured
         spec = specs[b].spec
@@ -173,8 +197,7 @@ def compare(*, personas: list[str], samples: int = 2, seed: int = 0, out: Path |
             matrix.setdefault(a, {})[b] = round(persona_score(model_f, floor_f, ceiling_f)[0], 4)
     margins = {a: round(matrix[a][a] - max(v for b, v in matrix[a].items() if b != a), 4) for a in personas}
     result = {"models": personas, "personas": personas, "matrix": matrix, "diagonal_margin": margins, "seed": seed}
-    out = Path(out) if out else COMPARE_DIR
-    with atomic_dir(out, overwrite=True) as tmp:
+    with atomic_dir(out, kind="compare", overwrite=True) as tmp:
         (tmp / "matrix.json").write_text(json.dumps(result, indent=2) + "\n")
         heatmap(result, tmp / "matrix.png")
     result["out"] = str(out)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 import signal
 import threading
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from guppy.atomic import atomic_dir, atomic_file
+from guppy.atomic import atomic_dir, atomic_file, check_output, output_lock
 from guppy.config import TrainConfig, resolve_config
 from guppy.checkpoint import (load_trainer_state, optimizer_tensors, persona_run, read_meta, restore_optimizer,
                               restore_rng, rng_tensors, save_checkpoint)
@@ -41,6 +40,7 @@ from guppy.errors import GuppyError
 from guppy.metrics import Metrics, plot_losses, progress_bar
 from guppy.paths import RunPaths
 from guppy.processes import Processes
+from guppy.run_folder import SavedInterrupt, resume_command, training_folder
 
 
 # torch.compile, measured on an H100 (guppy shape, batch 256): ~20 s to compile (cold cache) for a
@@ -159,10 +159,15 @@ def train(*, persona: str, data: Path | None = None, preset: str = "tiny", out: 
     accepted for symmetry with the other commands; there is nothing else to do)."""
     paths = persona_run(persona, out)
     cfg = resolve_config(preset, max_steps=max_steps, device=device, seed=seed, **overrides)
+    check_output(paths.root, "run")  # a stranger's folder is refused before any work
     procs = Processes(cfg.device)
-    try:
-        trainer = Trainer(paths, cfg, procs, data=Path(data) if data is not None else paths.data, resume=resume)
-        return trainer.run(progress=progress)
+    try:  # a fresh run over an old one trains beside it and replaces it at the end (guppy/run_folder.py)
+        with output_lock(paths.root, enabled=procs.main), \
+                training_folder(paths, fresh=not resume, main=procs.main) as work:
+            trainer = Trainer(work, cfg, procs, data=Path(data) if data is not None else paths.data, resume=resume)
+            trainer.resume_hint = resume_command(persona, out=out, data=data, preset=preset, seed=seed,
+                                                 max_steps=max_steps)
+            return trainer.run(progress=progress)
     finally:
         procs.close()
 
@@ -170,6 +175,8 @@ def train(*, persona: str, data: Path | None = None, preset: str = "tiny", out: 
 class Trainer:
     """One run: its data, its model and optimizer, and how far it got (step, best held-out loss).
     Knows the model only through `forward(x, y) -> (logits, loss)` and its optimizer."""
+
+    resume_hint = "guppy train PERSONA --resume"  # train() sets it from the options it was given
 
     def __init__(self, paths: RunPaths, cfg: TrainConfig, procs: Processes, *, data: Path, resume: bool):
         from guppy.model import GPT
@@ -219,8 +226,6 @@ class Trainer:
         self.loss_sum, self.steps_logged = torch.zeros((), device=procs.device), 0
         if resume:
             self._restore()
-        elif procs.main:
-            shutil.rmtree(paths.root / "ckpt", ignore_errors=True)  # a fresh run: no stale best from before
         procs.barrier()
         self.compiled = cfg.compile == "on" or (cfg.compile == "auto" and self.on_cuda
                                                 and cfg.max_steps >= COMPILE_PAYS_AFTER)
@@ -237,7 +242,7 @@ class Trainer:
         if self.procs.main:
             _, _, contents = flat_messages(dd["train"])
             tokenizer = train_tokenizer(contents, vocab_size=self.cfg.vocab_size)
-            with atomic_dir(self.paths.tokenizer, overwrite=True) as tmp:
+            with atomic_dir(self.paths.tokenizer, kind="tokenizer", overwrite=True) as tmp:
                 tokenizer.save(tmp)
         self.procs.barrier()  # the other ranks read what rank 0 learned: one vocabulary for all
         return tokenizer if self.procs.main else ChatTokenizer.load(self.paths.tokenizer)
@@ -258,6 +263,9 @@ class Trainer:
             raise GuppyError(f"{self.paths.tokenizer} is not the tokenizer {folder} was trained with; "
                              "train without --resume to start again")
         tensors, info = load_trainer_state(folder)
+        if self.cfg.max_steps <= info.get("step", 0):
+            raise GuppyError(f"--max-steps {self.cfg.max_steps}: {folder} is already at step {info.get('step')}; "
+                             "pass a larger --max-steps to train on")
         if info.get("data") != self.data_id:
             raise GuppyError(f"the dataset changed since {folder} was saved; train without --resume to start again")
         load_weights(self.model, str(folder / "model.safetensors"), device=str(self.procs.device))
@@ -357,9 +365,9 @@ class Trainer:
                     self.save(paths.last, test_loss, resumable=True)
                     if procs.main:
                         plot_losses(metrics.records, paths.loss_plot, f"{paths.root.name}: {cfg.preset}")
-                        bar.console.print(f"interrupted at step {step}; saved {paths.last}. Continue with "
-                                          f"`guppy train {paths.root.name} --resume`")
-                    raise KeyboardInterrupt
+                        bar.console.print(f"interrupted at step {step}; saved a resumable checkpoint. Continue "
+                                          f"with `{self.resume_hint}`")
+                    raise SavedInterrupt
                 if last_step:
                     break
 

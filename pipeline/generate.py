@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import json
 import multiprocessing
+import os
 import random
 import time
 from collections import Counter
@@ -27,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Literal, NamedTuple
 
-from guppy.atomic import atomic_dir
+from guppy.atomic import atomic_dir, check_output, output_lock
+from guppy.checks import SEED_MAX, check_number
 from guppy.errors import GuppyError
 from guppy.paths import RunPaths
 from pipeline.card import write_card
@@ -259,7 +261,7 @@ def build_dataset(persona: LoadedPersona, rows: list[Row], is_test: list[bool]):
 
 def save(dataset, persona: LoadedPersona, report: GenerateReport, *, seed: int, test_size: float,
          fmt: Format, overwrite: bool) -> None:
-    with atomic_dir(report.out, overwrite=overwrite) as tmp:
+    with atomic_dir(report.out, kind="dataset", overwrite=overwrite) as tmp:
         if fmt == "arrow":
             dataset.save_to_disk(str(tmp))
         else:
@@ -281,14 +283,32 @@ def generate_data(*, persona: str | Path, n: int = 60_000, seed: int = 0, out: P
     loaded = load_persona(persona)  # 1. load (the Renderer below compiles the templates)
     spec = loaded.spec
     out = Path(out) if out is not None else RunPaths.for_persona(spec.name).data
-    if out.exists() and not overwrite:
-        raise GuppyError(f"{out}: already exists; pass --overwrite to replace it")
+    check_generate_options(n=n, seed=seed, test_size=test_size, num_proc=num_proc, fmt=fmt)
     if n < len(spec.topics):
         raise GuppyError(f"--n {n} is smaller than the number of topics ({len(spec.topics)}) in {loaded.path}")
-    if not 0 < test_size < 1:
-        raise GuppyError(f"--test-size {test_size} must be between 0 and 1")
+    check_output(out, "dataset", overwrite=overwrite)  # before any work: is it ours to replace?
+    with output_lock(out):  # a second generate-data on the same --out is refused, not silently lost
+        return _generate(loaded, n=n, seed=seed, out=out, test_size=test_size, num_proc=num_proc, fmt=fmt,
+                         overwrite=overwrite, on_progress=on_progress, on_total=on_total, started=started)
+
+
+MAX_N = 10_000_000  # ~2 GB of conversations in memory; more is a typo, or a job for several runs
+
+
+def check_generate_options(*, n: int, seed: int, test_size: float, num_proc: int, fmt: str) -> None:
+    """Every number generate-data takes, checked before any work (one line each)."""
+    check_number("--n", n, ge=1, le=MAX_N)
+    check_number("--seed", seed, ge=0, le=SEED_MAX)
+    check_number("--test-size", test_size, gt=0, lt=1)
+    check_number("--num-proc", num_proc, ge=1, le=max(4, 4 * (os.cpu_count() or 1)))
     if fmt not in ("arrow", "jsonl", "parquet"):
         raise GuppyError(f"--format {fmt!r}: choose arrow, jsonl or parquet")
+
+
+def _generate(loaded: LoadedPersona, *, n: int, seed: int, out: Path, test_size: float, num_proc: int, fmt: Format,
+              overwrite: bool, on_progress: Callable[[int], None], on_total: Callable[[int], None],
+              started: float) -> GenerateReport:
+    spec = loaded.spec
     report = GenerateReport(persona=spec.name, out=out, requested=n)
 
     with cycle_collector_paused():

@@ -51,7 +51,8 @@ def persona_path(persona: str | Path) -> Path:
     if text.endswith((".yaml", ".yml")) or "/" in text:
         path = Path(text)
         if not path.is_file():
-            raise GuppyError(f"{path}: persona file not found")
+            what = "is not a regular file" if path.exists() else "persona file not found"
+            raise GuppyError(f"{path}: {what}")
         return path
     for folder in (Path("personas"), SHIPPED / "personas"):
         path = folder / f"{text}.yaml"
@@ -70,6 +71,59 @@ def list_personas() -> list[str]:
     return list(names)
 
 
+MAX_SPEC_BYTES = 5_000_000  # the shipped specs are ~20 KB
+MAX_SPEC_VALUES = 1_000_000  # after YAML aliases are expanded (a "billion laughs" file is a few lines)
+
+
+def read_spec_text(path: Path) -> str:
+    """The YAML text of a persona file: a regular file of reasonable size, in UTF-8."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise GuppyError(f"{path}: {size:,} bytes; a persona spec may have at most {MAX_SPEC_BYTES:,}")
+        data = path.read_bytes()
+    except OSError as e:
+        raise GuppyError(f"{path}: cannot be read ({e.strerror})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise GuppyError(f"{path}:{line}: not UTF-8 text (byte {data[e.start:e.start + 1]!r}); "
+                         "save the file as UTF-8") from None
+
+
+def check_expanded_size(raw, path: Path) -> None:
+    """Refuse YAML whose aliases expand to an absurd number of values, or that contains itself:
+    validating it would take hours, or never end."""
+    sizes: dict[int, int] = {}
+    busy: set[int] = set()
+
+    def size(node) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in busy:
+            raise GuppyError(f"{path}: a YAML alias refers to a value that contains it; a spec cannot contain itself")
+        busy.add(key)
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_SPEC_VALUES:
+                raise GuppyError(f"{path}: expands to more than {MAX_SPEC_VALUES:,} values (YAML aliases?); "
+                                 "a persona spec is far smaller")
+        busy.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        size(raw)
+    except RecursionError:
+        raise GuppyError(f"{path}: nested too deeply to be a persona spec") from None
+
+
 def _format_loc(loc: tuple) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
 
@@ -77,7 +131,7 @@ def _format_loc(loc: tuple) -> str:
 def load_persona(persona: str | Path) -> LoadedPersona:
     """Load and validate a persona; every problem becomes one line naming file and field."""
     path = persona_path(persona)
-    source = path.read_text(encoding="utf-8")
+    source = read_spec_text(path)
     try:
         raw = yaml.safe_load(source)
     except yaml.YAMLError as e:
@@ -85,8 +139,11 @@ def load_persona(persona: str | Path) -> LoadedPersona:
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise GuppyError(f"{where}: malformed YAML: {problem}") from None
+    except RecursionError:
+        raise GuppyError(f"{path}: nested too deeply to be a persona spec") from None
     if not isinstance(raw, dict):
         raise GuppyError(f"{path}: expected a mapping of fields at the top level")
+    check_expanded_size(raw, path)
     try:
         spec = Persona.model_validate(raw)
     except ValidationError as e:

@@ -19,6 +19,13 @@ to every turn, so a reply can refer to what the user said.
 
 Randomness comes only from a per-sample RNG seeded from (seed, persona, topic, index),
 so a sample is the same whichever process renders it, and in whatever order.
+
+A template may come from a stranger, so besides the sandbox it runs under a budget
+(guppy's limits, pipeline/budget.py): Jinja's *immutable* sandbox (a template cannot change the
+lexicon it shares with every other render), files read only from inside the template folders
+(no links out, no devices), at most RenderBudget.seconds and RenderBudget.chars per
+conversation, and Python's recursion limit for macros and includes that call themselves.
+Whatever a template raises is the template author's mistake: one line, template and line.
 """
 
 from __future__ import annotations
@@ -27,13 +34,15 @@ import hashlib
 import os
 import random
 import re
+import sys
 import traceback
 from pathlib import Path
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2.sandbox import SecurityError
 
 from guppy.errors import GuppyError
+from pipeline.budget import BudgetedSandbox, BudgetExceeded, RenderBudget, TemplateFolderLoader
 from pipeline.personas import LoadedPersona
 
 Conversation = tuple[tuple[str, str], ...]  # ((role, content), ...)
@@ -86,7 +95,8 @@ def template_location(exc: BaseException, fallback: str) -> str:
 def bytecode_cache() -> jinja2.BytecodeCache | None:
     """Compiled templates kept between runs (keyed by source checksum): compiling ~60 templates
     takes about a second, a third of a whole `generate-data`. Only this sandbox's code goes here."""
-    folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "guppy" / "jinja-sandbox"
+    # -v2: code compiled with the budget's checks (pipeline/budget.py); older entries lack them
+    folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "guppy" / "jinja-sandbox-v2"
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
@@ -97,8 +107,9 @@ def bytecode_cache() -> jinja2.BytecodeCache | None:
 _DICT_ATTRIBUTES = frozenset(dir(dict))  # what getattr() finds on a dict before its items
 
 
-class Sandbox(SandboxedEnvironment):
-    """The sandbox, minus per-render overheads that buy nothing for our templates.
+class Sandbox(BudgetedSandbox):
+    """The immutable sandbox with the render budget, minus per-render overheads that buy nothing
+    for our templates.
 
     Rendering 60K conversations makes about a million calls from templates, so a microsecond
     saved per call, or per render, is seconds saved per corpus. Each shortcut below returns
@@ -140,12 +151,14 @@ class Sandbox(SandboxedEnvironment):
 class Renderer:
     """Compiles a persona's templates once, then renders samples by (topic, index)."""
 
-    def __init__(self, persona: LoadedPersona, seed: int):
+    def __init__(self, persona: LoadedPersona, seed: int, budget: RenderBudget = RenderBudget()):
         self.persona = persona
         spec = persona.spec
         self.dice = Dice()
+        self.budget = budget
         self.env = Sandbox(
-            loader=jinja2.FileSystemLoader([str(d) for d in persona.template_dirs]),
+            budget=budget,
+            loader=TemplateFolderLoader([str(d) for d in persona.template_dirs]),
             bytecode_cache=bytecode_cache(),
             undefined=jinja2.StrictUndefined,
             autoescape=False,
@@ -174,16 +187,28 @@ class Renderer:
         except jinja2.TemplateNotFound as e:
             raise GuppyError(f"{template}: template not found ({e.message}); looked in "
                              + ", ".join(str(d) for d in self.persona.template_dirs)) from None
+        except SecurityError as e:
+            raise GuppyError(f"{template}: blocked by the sandbox: {e}") from None
 
     def render(self, topic: str, index: int) -> Conversation:
         template = self.templates[topic]
         self.dice.rng.seed(self.seeds[topic] + index)
         try:
-            text = template.render()
+            text = self.env.render_within_budget(template)
+        except GuppyError:
+            raise
+        except BudgetExceeded as e:
+            raise GuppyError(f"{template_location(e, template.filename)}: over the render budget: {e}") from None
+        except RecursionError:
+            raise GuppyError(f"{template.filename}: over the render budget: recursion deeper than Python's limit "
+                             f"of {sys.getrecursionlimit()} frames (a macro or include that calls itself)") from None
         except SecurityError as e:
             raise GuppyError(f"{template_location(e, template.filename)}: blocked by the sandbox: {e}") from None
-        except (jinja2.TemplateError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
-            raise GuppyError(f"{template_location(e, template.filename)}: {type(e).__name__}: {e}") from None
+        except MemoryError:
+            raise GuppyError(f"{template.filename}: over the render budget: out of memory") from None
+        except Exception as e:  # the template is the user's code: whatever it raises is theirs to fix
+            message = str(e).splitlines()[0][:300] if str(e) else ""
+            raise GuppyError(f"{template_location(e, template.filename)}: {type(e).__name__}: {message}") from None
         return self._parse(text, template.filename)
 
     def _parse(self, text: str, filename: str) -> Conversation:

@@ -85,14 +85,15 @@ def test_n_smaller_than_topics_is_refused(tmp_path, mini):
 
 def test_existing_output_is_kept_unless_overwrite(tmp_path, mini):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
-    result = runner.invoke(app, ["generate-data", str(mini), "--n", "100", "--out", str(out)])
+    args = ["generate-data", str(mini), "--n", "100", "--out", str(out)]
+    assert runner.invoke(app, args).exit_code == 0
+    (out / "persona.yaml").write_text("the first one")
+    result = runner.invoke(app, args)
     assert result.exit_code == 2 and "--overwrite" in result.output
-    assert (out / "keep.txt").read_text() == "mine"
-    result = runner.invoke(app, ["generate-data", str(mini), "--n", "100", "--out", str(out), "--overwrite"])
+    assert (out / "persona.yaml").read_text() == "the first one"
+    result = runner.invoke(app, [*args, "--overwrite"])
     assert result.exit_code == 0, result.output
-    assert not (out / "keep.txt").exists() and (out / "dataset_dict.json").exists()
+    assert (out / "persona.yaml").read_text() != "the first one" and (out / "dataset_dict.json").exists()
 
 
 def test_unknown_persona_name(tmp_path, monkeypatch):

@@ -191,16 +191,16 @@ def test_existing_output_is_kept_unless_overwrite(run, tmp_path):
     (copy / "eval").mkdir()
     (copy / "eval" / "report.json").write_text(json.dumps(fake_report()))
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
     args = ["export", "mini", "--run", str(copy), "--out", str(out)]
+    assert runner.invoke(app, args).exit_code == 0
+    (out / "README.md").write_text("the first export")
 
     one_line_error(runner.invoke(app, args), str(out), "--overwrite")
-    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
+    assert (out / "README.md").read_text() == "the first export"
 
     result = runner.invoke(app, [*args, "--dataset", "--overwrite"])
     assert result.exit_code == 0, result.output
-    assert not (out / "keep.txt").exists() and (out / "config.json").exists()
+    assert (out / "README.md").read_text() != "the first export" and (out / "config.json").exists()
     assert (tmp_path / "out-dataset" / "README.md").exists()
     card = (out / "README.md").read_text()
     assert "Persona score 0.42" in card and "| food | 5% | **40%** | 90% |" in card
