@@ -336,6 +336,25 @@ def print_matrix(result: dict) -> None:
     console.print(f"matrix: {result['out']}/matrix.json, {result['out']}/matrix.png")
 
 
+@app.command()
+def runs(
+    runs: Annotated[Optional[list[Path]], typer.Argument(metavar="RUN", show_default=False, help="Run folders (what `guppy train --out` made). Default: every run under runs/.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Where the chart goes (PNG). Default: runs/compare-runs.png.")] = None,
+    prompt: Annotated[Optional[str], typer.Option(help="Also show each run's reply to this message, side by side.")] = None,
+    seed: SeedOpt = 0,
+):
+    """Compare training runs: a table (preset and what differs, parameters, steps, time, best held-out loss,
+    persona score) and one chart of their loss curves; with --prompt, each run's reply to it."""
+    from guppy.runs import compare_runs, replies_table, runs_table
+
+    with console.status("reading the runs" + (", sampling their replies" if prompt is not None else "")):
+        result = compare_runs(runs=runs, out=out, prompt=prompt, seed=seed)
+    console.print(runs_table(result.summaries))
+    console.print(f"chart: {result.chart}")
+    if result.replies is not None:
+        console.print(replies_table(result))
+
+
 @app.command("run")
 @train_options
 def run_all(

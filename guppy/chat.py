@@ -55,6 +55,14 @@ def stream_reply(model, tokenizer, history: list[dict], *, max_new_tokens: int, 
     return tokenizer.decode(ids).strip()
 
 
+def one_reply(run: Path, prompt: str, *, temperature: float = 0.8, top_k: int | None = None,
+              top_p: float | None = 0.95, seed: int | None = None, max_new_tokens: int = 64) -> str:
+    """The reply of `run`'s model to one message; the same seed gives the same reply."""
+    model, tokenizer, _ = load_model(run)
+    return complete(model, tokenizer, [prompt], max_new_tokens=max_new_tokens, temperature=temperature,
+                    top_k=top_k, top_p=top_p, seed=seed, batch_size=1)[0]
+
+
 def chat(*, persona: str, run: Path | None = None, prompt: str | None = None, temperature: float = 0.8,
          top_k: int | None = None, top_p: float | None = 0.95, seed: int | None = None,
          max_new_tokens: int = 64) -> str | None:
@@ -65,13 +73,13 @@ def chat(*, persona: str, run: Path | None = None, prompt: str | None = None, te
         prompt = utf8_text(prompt, "--prompt")
     name = persona_name(persona)
     paths = persona_run(name, run)
-    model, tokenizer, _ = load_model(paths.root)
     if prompt is not None:
-        reply = complete(model, tokenizer, [prompt], max_new_tokens=max_new_tokens, temperature=temperature,
-                         top_k=top_k, top_p=top_p, seed=seed, batch_size=1)[0]
+        reply = one_reply(paths.root, prompt, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                          max_new_tokens=max_new_tokens)
         print(reply, flush=True)
         return reply
 
+    model, tokenizer, _ = load_model(paths.root)
     context = model.config.context
     max_new_tokens = min(max_new_tokens, context // 2)  # leave room to remember something
     generator = torch.Generator().manual_seed(seed) if seed is not None else None

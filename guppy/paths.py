@@ -18,6 +18,7 @@ from pathlib import Path
 
 RUNS_DIR = Path("runs")
 COMPARE_DIR = RUNS_DIR / "compare"  # `guppy compare`: matrix.json, matrix.png
+RUNS_PLOT = RUNS_DIR / "compare-runs.png"  # `guppy runs`: several runs' loss curves on one chart
 
 
 @dataclass(frozen=True)
