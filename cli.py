@@ -232,7 +232,7 @@ def given(config: dict) -> dict:
 @train_options
 def train(
     persona: PersonaArg,
-    data: Annotated[Optional[Path], typer.Option(help="Dataset: a generate-data folder, or a JSONL/Parquet file with `messages` or `input`/`output` columns. Default: runs/PERSONA/data.")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Dataset: a generate-data folder, or a JSONL/Parquet file with `messages` or `input`/`output` columns. Default: the run folder's data/, else runs/PERSONA/data.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run folder. Default: runs/PERSONA.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     **config,

@@ -158,13 +158,15 @@ def train(*, persona: str, data: Path | None = None, preset: str = "tiny", out: 
     afresh and replaces the run folder's tokenizer, checkpoints and metrics (`overwrite` is
     accepted for symmetry with the other commands; there is nothing else to do)."""
     paths = persona_run(persona, out)
+    if data is None:  # the run folder's own dataset, else the persona's (runs/PERSONA/data)
+        data = paths.data if out is None or paths.data.exists() else persona_run(persona, None).data
     cfg = resolve_config(preset, max_steps=max_steps, device=device, seed=seed, **overrides)
     check_output(paths.root, "run")  # a stranger's folder is refused before any work
     procs = Processes(cfg.device)
     try:  # a fresh run over an old one trains beside it and replaces it at the end (guppy/run_folder.py)
         with output_lock(paths.root, enabled=procs.main), \
                 training_folder(paths, fresh=not resume, main=procs.main) as work:
-            trainer = Trainer(work, cfg, procs, data=Path(data) if data is not None else paths.data, resume=resume)
+            trainer = Trainer(work, cfg, procs, data=Path(data), resume=resume)
             trainer.resume_hint = resume_command(persona, out=out, data=data, preset=preset, seed=seed,
                                                  max_steps=max_steps)
             return trainer.run(progress=progress)
