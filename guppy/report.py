@@ -50,7 +50,11 @@ def check_persona(spec, path) -> None:
                          "add some under `associations:`")
 
 
-def evaluate(*, persona: str, run: Path | None = None, samples: int = 4, seed: int = 0) -> dict:
+# Sampled replies per prompt, the same for eval and compare so one model gets one score.
+SAMPLES_PER_PROMPT = 4
+
+
+def evaluate(*, persona: str, run: Path | None = None, samples: int = SAMPLES_PER_PROMPT, seed: int = 0) -> dict:
     loaded = load_persona(persona)
     spec = loaded.spec
     check_persona(spec, loaded.path)
@@ -153,7 +157,7 @@ association's probes and held-out prompts that contain an expected word. Lift: h
 """
 
 
-def compare(*, personas: list[str], samples: int = 2, seed: int = 0, out: Path | None = None) -> dict:
+def compare(*, personas: list[str], samples: int = SAMPLES_PER_PROMPT, seed: int = 0, out: Path | None = None) -> dict:
     """Score every trained model against every persona spec; the diagonal should dominate."""
     if len(personas) < 2:
         raise GuppyError("compare needs at least two personas, e.g. `guppy compare guppy cat plant`")
