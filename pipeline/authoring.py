@@ -55,6 +55,10 @@ def new_persona(name: str, *, from_: str = "guppy", blank: bool = False, root: P
         yaml_out.parent.mkdir(parents=True, exist_ok=True)
         yaml_out.write_text(text, encoding="utf-8")
         written.append(yaml_out)
+        schema_out = yaml_out.parent / "persona.schema.json"  # the copied `$schema=` header points here
+        if not schema_out.exists():
+            write_schema(schema_out)
+            written.append(schema_out)
         validate_persona(str(yaml_out))
     except BaseException:
         for path in written:  # leave nothing half-made behind
