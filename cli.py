@@ -63,13 +63,68 @@ def _quiet_datasets() -> None:
 def persona_new(
     name: Annotated[str, typer.Argument(help="Name of the new persona (lowercase, e.g. otter).")],
     from_: Annotated[str, typer.Option("--from", help="Persona to copy as a starting point.")] = "guppy",
+    blank: Annotated[bool, typer.Option("--blank", help="Write a documented blank skeleton instead of a copy: every pool the shared templates need, with notes, examples and TODOs.")] = False,
 ):
-    """Scaffold personas/NAME.yaml and templates/NAME/ from an existing persona."""
+    """Scaffold personas/NAME.yaml and templates/NAME/, blank or from an existing persona."""
     from pipeline.authoring import new_persona
 
-    path = new_persona(name, from_=from_)
-    console.print(f"created {path} and templates/{name}/ (copied from {from_}); it validates.")
-    console.print(f"next: edit them, then [bold]guppy generate-data {name}[/]")
+    path = new_persona(name, from_=from_, blank=blank)
+    origin = "a blank skeleton; its TODOs say what to fill in" if blank else f"copied from {from_}"
+    console.print(f"created {path} and templates/{name}/ ({origin}); it validates.")
+    console.print(f"next: edit them, read [bold]guppy persona sample {name}[/], then [bold]guppy generate-data {name}[/]")
+
+
+@persona_app.command("schema")
+def persona_schema(
+    out: Annotated[Path, typer.Option(help="Where to write the JSON Schema; '-' prints it.")] = Path("personas/persona.schema.json"),
+):
+    """Write the JSON Schema of a persona file (from the Pydantic models, with field descriptions) for editors."""
+    import json
+
+    from pipeline.authoring import persona_schema as schema, write_schema
+
+    if str(out) == "-":
+        print(json.dumps(schema(), indent=2))
+        return
+    write_schema(out)
+    console.print(f"wrote {out}; a persona YAML whose first line is "
+                  f"'# yaml-language-server: $schema={out.name}' is checked against it by editors that use the YAML language server.")
+
+
+@persona_app.command("sample")
+def persona_sample(
+    persona: PersonaArg,
+    topic: Annotated[Optional[str], typer.Option(help="Only this topic. Default: topics drawn by weight.")] = None,
+    n: Annotated[int, typer.Option("-n", "--n", help="How many conversations to render.")] = 10,
+    seed: SeedOpt = 0,
+):
+    """Print rendered conversations, with style violations marked inline and the template line behind each."""
+    from rich.markup import escape
+
+    from pipeline.authoring import persona_warnings, sample_persona
+
+    loaded, samples = sample_persona(persona, topic=topic, n=n, seed=seed)
+    _print_warnings(persona_warnings(loaded))
+    for s in samples:
+        console.rule(f"{s.topic} #{s.index} [dim]({s.template})[/]", align="left")
+        for turn, (role, content) in enumerate(s.conversation):
+            text = escape(content)
+            marks = [located for t, located in s.problems if t == turn]
+            for located in marks:  # mark the offending words in the reply itself
+                bad = escape(located.violation.text)
+                if bad and bad in text:
+                    text = text.replace(bad, f"[bold red underline]{bad}[/]", 1)
+            console.print(f"[dim]{role}:[/] {text}" if role == "user" else f"[bold]{role}:[/] {text}", soft_wrap=True)
+            for located in marks:
+                console.print(f"  [red]^ {escape(str(located))}[/]", soft_wrap=True)
+    broken = sum(1 for s in samples if s.problems)
+    console.print(f"{len(samples)} conversations, {broken} with style violations"
+                  + (f" (style: {loaded.path})" if broken else ""))
+
+
+def _print_warnings(warnings: list[str]) -> None:
+    for line in warnings:
+        err_console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
 
 
 @persona_app.command("list")
@@ -121,14 +176,15 @@ def persona_show(persona: PersonaArg):
 def persona_validate(
     persona: Annotated[Optional[str], typer.Argument(help="Persona name or YAML path. Default: every persona found.")] = None,
 ):
-    """Check a persona: the spec, every template compiled, a few conversations of each topic rendered."""
-    from pipeline.authoring import validate_persona
+    """Check a persona: the spec, every template compiled, 200 conversations of each topic rendered and held to its style."""
+    from pipeline.authoring import persona_warnings, validate_persona
     from pipeline.personas import list_personas
 
     problems = []
     for name in [persona] if persona else list_personas():
         try:
             p = validate_persona(name)
+            _print_warnings(persona_warnings(p))
             console.print(f"[green]ok[/] {p.name}: {len(p.spec.topics)} topics, {p.path}")
         except GuppyError as e:
             problems.extend(e.problems)
@@ -148,8 +204,12 @@ def generate_data(
     num_proc: Annotated[int, typer.Option(help="Processes rendering (and checking) conversations in parallel; 2 suits a 2-core laptop, 1 uses no extra processes. The data is the same either way.")] = 2,
     format: Annotated[str, typer.Option("--format", help="arrow (save_to_disk), jsonl or parquet.")] = "arrow",
     overwrite: OverwriteOpt = False,
+    drop_violations: Annotated[bool, typer.Option("--drop-violations", help="Leave out conversations whose replies break the persona's style, instead of failing; the card counts them.")] = False,
 ):
-    """Render the persona's templates into a Hugging Face DatasetDict(train, test) with a dataset card."""
+    """Render the persona's templates into a Hugging Face DatasetDict(train, test) with a dataset card.
+
+    A reply that breaks the persona's style (banned words, case, sentence or reply length) fails the
+    run with the template lines behind the worst offenders, unless --drop-violations."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from pipeline.generate import generate_data as run
@@ -159,20 +219,22 @@ def generate_data(
                   TimeElapsedColumn(), console=err_console, transient=True) as progress:
         task = progress.add_task("rendering", total=n)
         report = run(persona=persona, n=n, seed=seed, out=out, test_size=test_size, num_proc=num_proc,
-                     fmt=format, overwrite=overwrite,
+                     fmt=format, overwrite=overwrite, drop_violations=drop_violations,
                      on_total=lambda k: progress.update(task, total=k),
                      on_progress=lambda k: progress.advance(task, k))
     print_generate_report(report)
 
 
 def print_generate_report(report) -> None:
+    _print_warnings(report.warnings)
     table = Table("", "", title=f"{report.persona} -> {report.out}", show_header=False)
     for label, value in [
         ("conversations", f"{report.rows:,} ({report.train:,} train, {report.test:,} test)"),
         ("unique user prompts", f"{report.unique_prompts:,}"),
         ("unique replies", f"{report.unique_replies:,}"),
         ("rendered / duplicates dropped", f"{report.rendered:,} / {report.duplicates_dropped:,}"),
-        ("replies in style", f"{report.style_share:.1%}"),
+        ("replies in style", f"{report.style_share:.1%}"
+         + (f" ({report.style_dropped:,} conversations out of style dropped)" if report.style_dropped else "")),
         ("time", f"{report.seconds:.2f} s"),
     ]:
         table.add_row(label, value)
@@ -277,11 +339,12 @@ def chat(
 
 # ---------------------------------------------------------------------------------- evaluation
 
-SamplesOpt = Annotated[int, typer.Option(help="Sampled replies per prompt.")]
+SAMPLES_PER_PROMPT = 4  # guppy.report.SAMPLES_PER_PROMPT (not imported here: it pulls in torch)
+SamplesOpt = Annotated[int, typer.Option(help="Sampled replies per prompt (eval and compare use the same, so a model gets one score).")]
 
 
 @app.command("eval")
-def eval_(persona: PersonaArg, run: RunOpt = None, samples: SamplesOpt = 4, seed: SeedOpt = 0):
+def eval_(persona: PersonaArg, run: RunOpt = None, samples: SamplesOpt = SAMPLES_PER_PROMPT, seed: SeedOpt = 0):
     """Measure how strongly the persona shows in a trained model: writes runs/PERSONA/eval/report.{json,md}."""
     import time
 
@@ -313,7 +376,7 @@ def print_eval_report(report: dict, seconds: float) -> None:
 @app.command()
 def compare(
     personas: Annotated[list[str], typer.Argument(help="Two or more personas whose runs/PERSONA models exist.")],
-    samples: SamplesOpt = 2,
+    samples: SamplesOpt = SAMPLES_PER_PROMPT,
     seed: SeedOpt = 0,
     out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: runs/compare.")] = None,
 ):
@@ -390,14 +453,15 @@ def run_all(
         seconds[stage], clock = time.perf_counter() - clock, time.perf_counter()
 
     console.rule(f"[bold]1/4[/] generate data: {name}")
-    generate_data(persona=persona, n=n, seed=seed, out=None, test_size=0.05, num_proc=2, format="arrow", overwrite=True)
+    generate_data(persona=persona, n=n, seed=seed, out=None, test_size=0.05, num_proc=2, format="arrow", overwrite=True,
+                  drop_violations=False)
     lap("generate")
     console.rule(f"[bold]2/4[/] train: preset {config.get('preset', 'tiny')}")
     summary = run_train(persona=persona, overwrite=True, **config)
     console.print(summary_table("trained", summary))
     lap("train")
     console.rule("[bold]3/4[/] evaluate")
-    report = eval_(persona=persona, run=None, samples=4, seed=seed)
+    report = eval_(persona=persona, run=None, samples=SAMPLES_PER_PROMPT, seed=seed)
     lap("eval")
     console.rule("[bold]4/4[/] sample replies")
     replies = sample_replies(persona=persona, seed=seed)

@@ -16,9 +16,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
-_SENTENCE_END = re.compile(r"[.!?]+")
-
-
 @functools.lru_cache(maxsize=1024)
 def phrases_pattern(phrases: tuple[str, ...]) -> re.Pattern:
     """One regex that finds any of the phrases as whole words: 'eat' in 'i eat.', not in 'great'."""
@@ -69,15 +66,11 @@ class Style(Strict):
         return self
 
     def check(self, reply: str) -> dict[str, bool]:
-        """Which of the style rules a reply keeps (the evaluator's style adherence)."""
-        words = reply.split()
-        sentences = [s for s in _SENTENCE_END.split(reply) if s.strip()]
-        return {
-            "lowercase": reply == reply.lower() if self.lowercase else True,
-            "sentence_length": all(len(s.split()) <= self.max_sentence_words for s in sentences),
-            "reply_length": self.min_reply_words <= len(words) <= self.max_reply_words,
-            "no_banned_words": not contains_any(reply, self.banned_words),
-        }
+        """Which of the style rules a reply keeps (the evaluator's style adherence); see guppy/style.py."""
+        from guppy.style import RULES, violations  # guppy.style reads this model: imported late
+
+        broken = {v.rule for v in violations(reply, self)}
+        return {rule: rule not in broken for rule in RULES}
 
 
 class Topic(Strict):
@@ -118,9 +111,10 @@ class Association(Strict):
 
 
 class Persona(Strict):
-    identity: Identity
-    style: Style = Field(default_factory=Style)
-    lexicon: dict[str, list[str]] = Field(description="Named pools of words/phrases that templates draw from.")
+    identity: Identity = Field(description="Who the character is: name, one-line description, who the user is to it.")
+    style: Style = Field(default_factory=Style, description="How its replies read; enforced on the generated data.")
+    lexicon: dict[str, list[str]] = Field(description="Named pools of words/phrases that templates draw from "
+                                          "(templates/common/ needs the pools `guppy persona new --blank` lists).")
     topics: dict[str, Topic] = Field(min_length=1, description="Topic name -> template and weight.")
     associations: dict[str, Association] = Field(default_factory=dict, description="Name -> association.")
 

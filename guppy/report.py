@@ -60,12 +60,16 @@ def check_persona(spec, path) -> None:
                          "add some under `associations:`")
 
 
+# Sampled replies per prompt, the same for eval and compare so one model gets one score.
+SAMPLES_PER_PROMPT = 4
+
+
 def check_eval_options(*, samples: int, seed: int) -> None:
     check_number("--samples", samples, ge=1, le=MAX_SAMPLES)
     check_number("--seed", seed, ge=0, le=SEED_MAX)
 
 
-def evaluate(*, persona: str, run: Path | None = None, samples: int = 4, seed: int = 0) -> dict:
+def evaluate(*, persona: str, run: Path | None = None, samples: int = SAMPLES_PER_PROMPT, seed: int = 0) -> dict:
     check_eval_options(samples=samples, seed=seed)
     loaded = load_persona(persona)
     spec = loaded.spec
@@ -174,7 +178,7 @@ association's probes and held-out prompts that contain an expected word. Lift: h
 """
 
 
-def compare(*, personas: list[str], samples: int = 2, seed: int = 0, out: Path | None = None) -> dict:
+def compare(*, personas: list[str], samples: int = SAMPLES_PER_PROMPT, seed: int = 0, out: Path | None = None) -> dict:
     """Score every trained model against every persona spec; the diagonal should dominate."""
     if len(personas) < 2:
         raise GuppyError("compare needs at least two personas, e.g. `guppy compare guppy cat plant`")

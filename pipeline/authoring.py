@@ -1,34 +1,45 @@
-"""What `guppy persona new | show | validate` do: scaffold, check and size up a persona."""
+"""What `guppy persona new | show | validate | sample | schema` do: scaffold, check, read and size up a persona."""
 
 from __future__ import annotations
 
+import json
 import math
+import random
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
+from guppy.atomic import atomic_file
 from guppy.errors import GuppyError
-from guppy.persona import Identity
+from guppy.persona import Identity, Persona
+from guppy.style import violations
+from pipeline.blank import BLANK_TOPIC, COMMON_POOLS, blank_yaml
 from pipeline.personas import LoadedPersona, load_persona
+from pipeline.pools import display_path
 from pipeline.render import Renderer
+from pipeline.trace import Located, TracingRenderer
 
 
-def new_persona(name: str, *, from_: str = "guppy", root: Path = Path(".")) -> Path:
-    """Copy persona `from_` to personas/NAME.yaml and its own templates to templates/NAME/.
+def new_persona(name: str, *, from_: str = "guppy", blank: bool = False, root: Path = Path(".")) -> Path:
+    """Copy persona `from_` to personas/NAME.yaml and its own templates to templates/NAME/,
+    or with `blank`, write the documented blank skeleton (pipeline/blank.py) and its schema.
 
     Template paths `FROM/...` become `NAME/...` in the YAML and in the templates' imports;
-    shared `common/` templates stay shared. The copy validates and renders at once.
+    shared `common/` templates stay shared. The result validates and renders at once.
     """
     try:
         Identity(name=name, description="-", user="-")
     except Exception:
         raise GuppyError(f"persona name '{name}': use lowercase letters, digits, '_' or '-', starting with a letter") from None
-    source = load_persona(from_)
     yaml_out = root / "personas" / f"{name}.yaml"
     templates_out = root / "templates" / name
     for path in (yaml_out, templates_out):
         if path.exists():
             raise GuppyError(f"{path}: already exists; choose another name or remove it")
+    if blank:
+        return _new_blank(name, yaml_out, templates_out)
+    source = load_persona(from_)
     old = source.name
     own = [d / old for d in source.template_dirs if (d / old).is_dir()]
     written: list[Path] = []
@@ -44,6 +55,10 @@ def new_persona(name: str, *, from_: str = "guppy", root: Path = Path(".")) -> P
         yaml_out.parent.mkdir(parents=True, exist_ok=True)
         yaml_out.write_text(text, encoding="utf-8")
         written.append(yaml_out)
+        schema_out = yaml_out.parent / "persona.schema.json"  # the copied `$schema=` header points here
+        if not schema_out.exists():
+            write_schema(schema_out)
+            written.append(schema_out)
         validate_persona(str(yaml_out))
     except BaseException:
         for path in written:  # leave nothing half-made behind
@@ -52,14 +67,124 @@ def new_persona(name: str, *, from_: str = "guppy", root: Path = Path(".")) -> P
     return yaml_out
 
 
-def validate_persona(persona: str | Path, *, samples: int = 5) -> LoadedPersona:
-    """Load the spec, compile every template and render a few conversations of each topic."""
+def _new_blank(name: str, yaml_out: Path, templates_out: Path) -> Path:
+    schema_out = yaml_out.parent / "persona.schema.json"  # what the YAML's first line points editors at
+    written: list[Path] = []
+    try:
+        templates_out.mkdir(parents=True)
+        written.append(templates_out)
+        (templates_out / "hobby.jinja").write_text(BLANK_TOPIC, encoding="utf-8")
+        yaml_out.parent.mkdir(parents=True, exist_ok=True)
+        yaml_out.write_text(blank_yaml(name), encoding="utf-8")
+        written.append(yaml_out)
+        if not schema_out.exists():
+            write_schema(schema_out)
+            written.append(schema_out)
+        validate_persona(str(yaml_out))
+    except BaseException:
+        for path in written:  # leave nothing half-made behind
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        raise
+    return yaml_out
+
+
+def persona_schema() -> dict:
+    """The JSON Schema of a persona file, from the Pydantic models (their field descriptions included),
+    with the pools templates/common/ needs listed under `lexicon` so an editor suggests them."""
+    schema = Persona.model_json_schema()
+    schema["title"] = "Guppy persona"
+    lexicon = schema["properties"]["lexicon"]
+    lexicon["properties"] = {pool: {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                                    "description": f"{note} (used by templates/common/)"}
+                             for pool, (note, _) in COMMON_POOLS.items()}
+    return schema
+
+
+def write_schema(path: Path) -> Path:
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(persona_schema(), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def persona_warnings(loaded: LoadedPersona) -> list[str]:
+    """Things that work but are probably a mistake."""
+    warnings = []
+    if loaded.path.stem != loaded.name:
+        warnings.append(f"{display_path(str(loaded.path))}: identity.name is '{loaded.name}' but the file is "
+                        f"{loaded.path.name}: runs go to runs/{loaded.name}/; rename one so they match")
+    return warnings
+
+
+def style_problems(loaded: LoadedPersona, bad: list[tuple[str, int]], *, seed: int, of: str, limit: int = 8) -> list[str]:
+    """One line per place that makes style violations: where, what, how many, an example.
+
+    `bad` lists the (topic, index) samples with a violation; they are rendered again with a
+    TracingRenderer (same seed, same text) to find the template line behind each."""
+    tracer = TracingRenderer(loaded, seed)
+    groups: dict[str, list] = {}
+    for topic, index in bad:
+        conv, found = tracer.check(topic, index)
+        for turn, located in found:
+            groups.setdefault(str(located), []).append((topic, index, conv[turn][1]))
+    worst = sorted(groups.items(), key=lambda kv: -len(kv[1]))
+    lines = [f"{where}: {len(hits)} {'reply' if len(hits) == 1 else 'replies'} {of}, e.g. "
+             f"{hits[0][0]} #{hits[0][1]}: \"{hits[0][2]}\"" for where, hits in worst[:limit]]
+    if len(worst) > limit:
+        lines.append(f"... and {len(worst) - limit} more places; `guppy persona sample "
+                     f"{display_path(str(loaded.path))} --topic TOPIC` marks them inline")
+    return lines
+
+
+def validate_persona(persona: str | Path, *, samples: int = 200) -> LoadedPersona:
+    """Load the spec, compile every template, render `samples` conversations of each topic and
+    refuse any that break the persona's style, naming the template line behind each."""
     loaded = load_persona(persona)
     renderer = Renderer(loaded, seed=0)  # compiling happens here
+    style = loaded.spec.style
+    pool_problems = [  # an item that is out of style wherever it lands: say so at its pool
+        f"{display_path(str(loaded.path))}: lexicon.{pool}: \"{item}\": {v.message}"
+        for pool, items in loaded.spec.lexicon.items() for item in items
+        for v in violations(item, style) if v.rule in ("sentence_length", "no_banned_words")]
+    if pool_problems:
+        raise GuppyError(*pool_problems)
+    bad = []
     for topic in loaded.spec.topics:
         for i in range(samples):
-            renderer.render(topic, i)
+            conv = renderer.render(topic, i)
+            if any(violations(text, style) for role, text in conv if role == "assistant"):
+                bad.append((topic, i))
+    if bad:
+        total = samples * len(loaded.spec.topics)
+        raise GuppyError(*style_problems(loaded, bad, seed=0, of=f"in {total:,} rendered ({samples} per topic)"))
     return loaded
+
+
+@dataclass
+class Sample:
+    topic: str
+    index: int  # with the same seed, generate-data renders the same conversation for (topic, index)
+    template: str
+    conversation: tuple[tuple[str, str], ...]
+    problems: list[tuple[int, Located]]  # (turn, violation and where it came from)
+
+
+def sample_persona(persona: str | Path, *, topic: str | None = None, n: int = 10, seed: int = 0) -> tuple[LoadedPersona, list[Sample]]:
+    """`n` rendered conversations (of one topic, or of topics drawn by weight), each with its style
+    violations located in the templates."""
+    loaded = load_persona(persona)
+    spec = loaded.spec
+    if topic is not None and topic not in spec.topics:
+        raise GuppyError(f"{display_path(str(loaded.path))}: no topic '{topic}'; topics: {', '.join(spec.topics)}")
+    tracer = TracingRenderer(loaded, seed)
+    rng = random.Random(seed)
+    names, weights = list(spec.topics), [t.weight for t in spec.topics.values()]
+    samples = []
+    for i in range(n):
+        t = topic or rng.choices(names, weights)[0]
+        index = i if topic else rng.randrange(10_000)
+        conv, found = tracer.check(t, index)
+        samples.append(Sample(t, index, spec.topics[t].template, conv, found))
+    return loaded, samples
 
 
 def estimate_distinct(unique: int, draws: int) -> float:

@@ -21,6 +21,12 @@ def size_category(n: int) -> str:
     return "1M<n<10M"
 
 
+def sentence(text: str) -> str:
+    """A sentence for the card's prose: stripped, ending in . ! or ? (a description may have none)."""
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
@@ -67,11 +73,14 @@ def write_card(path: Path, dataset, persona: LoadedPersona, report, *, seed: int
     topics = "\n".join(f"| {t} | {spec.topics[t].template} | {k} |" for t, k in report.per_topic.items())
     assoc = "\n".join(f"| {a} | {spec.associations[a].kind} | {share:.1%} |"
                       for a, share in report.association_share.items())
+    style = (f"{report.style_dropped} conversations whose replies broke the persona's style were dropped "
+             f"(--drop-violations; replies by rule: {', '.join(f'{r} {k}' for r, k in report.style_broken.items())})"
+             if report.style_dropped else "every reply keeps the persona's style (case, sentence and reply length, banned words)")
     hashes = "\n".join(f"- `{t}`: {h}" for t, h in template_hashes(persona).items())
     body = f"""
 # {spec.name}: synthetic persona conversations
 
-{spec.identity.description} The user is {spec.identity.user}.
+{sentence(spec.identity.description)} {sentence("The user is " + spec.identity.user)}
 
 Made by Guppy's `guppy generate-data {spec.name}` from the persona spec
 `persona.yaml` (beside this card) and its Jinja templates. Each conversation is one render of a
@@ -83,6 +92,7 @@ same seed gives the same rows, byte for byte.
 - exact duplicate conversations removed: {report.duplicates_dropped}; conversations equal to an
   evaluation probe removed: {report.probes_dropped}
 - split: leak-free, by normalized first user prompt; test share {test_size}
+- style: {style}
 - seed: {seed}; persona spec sha256: {_sha(persona.source.encode())}
 
 Columns: `messages` (list of `{{role, content}}`), `topic` (class label), `persona`, `template`, `id`

@@ -5,7 +5,9 @@
     3. render    each sample from its own RNG (seed, persona, topic, index), in N processes
     4. dedup     drop exact duplicate conversations and any whose prompt is an eval probe;
                  render more samples of a topic that came up short (up to 4 rounds)
-    5. measure   per topic, in the same processes: row ids, style and association counts
+    5. measure   per topic, in the same processes: row ids, style and association counts;
+                 a reply that breaks the persona's style fails the run (naming the template
+                 lines behind the worst offenders), or with --drop-violations its conversation goes
     6. split     leak-free: a normalized user prompt is in train or in test, never both
     7. save      DatasetDict (+ JSONL/Parquet), dataset card and persona spec, atomically
 
@@ -32,6 +34,8 @@ from guppy.atomic import atomic_dir, check_output, output_lock
 from guppy.checks import SEED_MAX, check_number
 from guppy.errors import GuppyError
 from guppy.paths import RunPaths
+from guppy.style import violations
+from pipeline.authoring import persona_warnings, style_problems
 from pipeline.card import write_card
 from pipeline.personas import LoadedPersona, load_persona
 from pipeline.render import Conversation, Renderer
@@ -59,6 +63,9 @@ class GenerateReport:
     short_topics: dict[str, int] = field(default_factory=dict)  # topic -> how many it lacks
     association_share: dict[str, float] = field(default_factory=dict)  # the evaluator's ceiling
     style_share: float = 0.0
+    style_dropped: int = 0  # conversations dropped for breaking the style (--drop-violations)
+    style_broken: dict[str, int] = field(default_factory=dict)  # rule -> replies that broke it, before any drop
+    warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -121,10 +128,13 @@ def _jobs(topic: str, start: int, count: int) -> list[tuple[str, int, int]]:
 
 
 def render_unique(imap: Callable, persona: LoadedPersona, counts: dict[str, int], *, keys: PromptKeys,
-                  on_progress: Callable[[int], None] = lambda k: None) -> tuple[dict[str, list[Conversation]], Counter]:
-    """Render until every topic has `counts[topic]` unique conversations (or rounds run out)."""
+                  on_progress: Callable[[int], None] = lambda k: None
+                  ) -> tuple[dict[str, list[Conversation]], dict[str, list[int]], Counter]:
+    """Render until every topic has `counts[topic]` unique conversations (or rounds run out).
+    Returns them, the sample index each was rendered from, and the counts."""
     probes = {keys[p] for p in persona.spec.probes()}
     kept: dict[str, list[Conversation]] = {t: [] for t in counts}
+    indices: dict[str, list[int]] = {t: [] for t in counts}
     seen: set[Conversation] = set()
     stats = Counter()
     next_index = dict.fromkeys(counts, 0)
@@ -133,9 +143,9 @@ def render_unique(imap: Callable, persona: LoadedPersona, counts: dict[str, int]
         jobs = [j for t, k in wanted.items() if k > 0 for j in _jobs(t, next_index[t], k)]
         if not jobs:
             break
-        for topic, _, convs in imap(_render_chunk, jobs):
+        for topic, start, convs in imap(_render_chunk, jobs):
             stats["rendered"] += len(convs)
-            for conv in convs:
+            for index, conv in enumerate(convs, start):
                 if len(kept[topic]) >= counts[topic]:
                     continue
                 if conv in seen:
@@ -145,13 +155,14 @@ def render_unique(imap: Callable, persona: LoadedPersona, counts: dict[str, int]
                 else:
                     seen.add(conv)
                     kept[topic].append(conv)
+                    indices[topic].append(index)
             on_progress(len(convs))
         for t in counts:
             next_index[t] += wanted[t]
             missing = counts[t] - len(kept[t])
             # Ask for more than is missing: the same share will be duplicates again.
             wanted[t] = 0 if missing == 0 else missing * 2 + 10
-    return kept, stats
+    return kept, indices, stats
 
 
 # json.dumps with separators= builds a new encoder per call; one encoder gives the same bytes.
@@ -172,6 +183,8 @@ class TopicFacts:
     ids: list[str]
     replies: int  # assistant turns
     in_style: int  # of those, how many keep every style rule
+    broken: list[int]  # positions (in the topic's list) of conversations with a reply out of style
+    rules: Counter  # rule -> replies that break it
     hits: dict[str, int]  # association -> turns that show it, for the associations that cover this topic
 
 
@@ -179,13 +192,34 @@ def _topic_facts(job: tuple[str, list[Conversation]]) -> TopicFacts:
     topic, convs = job
     spec = _renderer.persona.spec  # this process's copy of the persona
     replies = [turn[1] for c in convs for turn in c if turn[0] == "assistant"]
+    rules, broken, out_of_style = Counter(), [], 0
+    for position, conv in enumerate(convs):
+        found = [[v.rule for v in violations(text, spec.style)] for role, text in conv if role == "assistant"]
+        found = [rs for rs in found if rs]
+        if found:
+            broken.append(position)
+            out_of_style += len(found)
+            rules.update(rule for rs in found for rule in set(rs))
     return TopicFacts(
         ids=[row_id(c) for c in convs],
         replies=len(replies),
-        in_style=sum(all(spec.style.check(r).values()) for r in replies),
+        in_style=len(replies) - out_of_style,
+        broken=broken,
+        rules=rules,
         hits={name: sum(map(assoc.hit, replies)) for name, assoc in spec.associations.items()
               if not assoc.topics or topic in assoc.topics},
     )
+
+
+def style_failure(loaded: LoadedPersona, broken: list[tuple[str, int]], rules: dict[str, int], *, seed: int,
+                  rows: int) -> list[str]:
+    """The error of a run whose data breaks the persona's style: the count, the worst places, what to do."""
+    summary = ", ".join(f"{rule.replace('_', ' ')}: {k:,}" for rule, k in sorted(rules.items(), key=lambda kv: -kv[1]))
+    head = (f"{loaded.path}: {len(broken):,} of {rows:,} conversations have a reply that breaks the persona's "
+            f"style ({summary}); the worst places:")
+    worst = style_problems(loaded, broken[:2000], seed=seed, of="in this data" if len(broken) <= 2000 else "in the first 2,000")
+    return [head, *worst, "fix those lines or pools, or loosen `style:`; or pass --drop-violations to leave such "
+                          "conversations out (the dataset card counts them)"]
 
 
 def measure(persona: LoadedPersona, kept: dict[str, list[Conversation]], facts: dict[str, TopicFacts],
@@ -277,7 +311,7 @@ def save(dataset, persona: LoadedPersona, report: GenerateReport, *, seed: int, 
 
 def generate_data(*, persona: str | Path, n: int = 60_000, seed: int = 0, out: Path | None = None,
                   test_size: float = 0.05, num_proc: int = 1, fmt: Format = "arrow", overwrite: bool = False,
-                  on_progress: Callable[[int], None] = lambda k: None,
+                  drop_violations: bool = False, on_progress: Callable[[int], None] = lambda k: None,
                   on_total: Callable[[int], None] = lambda k: None) -> GenerateReport:
     started = time.perf_counter()
     loaded = load_persona(persona)  # 1. load (the Renderer below compiles the templates)
@@ -289,7 +323,8 @@ def generate_data(*, persona: str | Path, n: int = 60_000, seed: int = 0, out: P
     check_output(out, "dataset", overwrite=overwrite)  # before any work: is it ours to replace?
     with output_lock(out):  # a second generate-data on the same --out is refused, not silently lost
         return _generate(loaded, n=n, seed=seed, out=out, test_size=test_size, num_proc=num_proc, fmt=fmt,
-                         overwrite=overwrite, on_progress=on_progress, on_total=on_total, started=started)
+                         overwrite=overwrite, drop_violations=drop_violations, on_progress=on_progress,
+                         on_total=on_total, started=started)
 
 
 MAX_N = 10_000_000  # ~2 GB of conversations in memory; more is a typo, or a job for several runs
@@ -306,18 +341,29 @@ def check_generate_options(*, n: int, seed: int, test_size: float, num_proc: int
 
 
 def _generate(loaded: LoadedPersona, *, n: int, seed: int, out: Path, test_size: float, num_proc: int, fmt: Format,
-              overwrite: bool, on_progress: Callable[[int], None], on_total: Callable[[int], None],
-              started: float) -> GenerateReport:
+              overwrite: bool, drop_violations: bool, on_progress: Callable[[int], None],
+              on_total: Callable[[int], None], started: float) -> GenerateReport:
     spec = loaded.spec
-    report = GenerateReport(persona=spec.name, out=out, requested=n)
+    report = GenerateReport(persona=spec.name, out=out, requested=n, warnings=persona_warnings(loaded))
 
     with cycle_collector_paused():
         counts = plan_counts({t: topic.weight for t, topic in spec.topics.items()}, n)  # 2. plan
         on_total(n)
         keys = PromptKeys()  # each distinct prompt normalized once, for probes, counts and split
         with worker_pool(Renderer(loaded, seed), num_proc) as imap:
-            kept, stats = render_unique(imap, loaded, counts, keys=keys, on_progress=on_progress)  # 3-4. render, dedup
+            kept, indices, stats = render_unique(imap, loaded, counts, keys=keys, on_progress=on_progress)  # 3-4. render, dedup
             facts = dict(zip(kept, imap(_topic_facts, kept.items())))  # 5. measure
+            report.style_broken = dict(sum((f.rules for f in facts.values()), Counter()))
+            broken = [(t, indices[t][i]) for t, f in facts.items() for i in f.broken]
+            if broken and not drop_violations:
+                raise GuppyError(*style_failure(loaded, broken, report.style_broken, seed=seed,
+                                                rows=sum(map(len, kept.values()))))
+            if broken:  # --drop-violations: leave them out, and measure what is left
+                for t, f in facts.items():
+                    drop = set(f.broken)
+                    kept[t] = [c for i, c in enumerate(kept[t]) if i not in drop]
+                report.style_dropped = len(broken)
+                facts = dict(zip(kept, imap(_topic_facts, kept.items())))
         report.rendered, report.duplicates_dropped, report.probes_dropped = (
             stats["rendered"], stats["duplicates"], stats["probes"])
         report.short_topics = {t: counts[t] - len(kept[t]) for t in counts if len(kept[t]) < counts[t]}

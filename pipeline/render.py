@@ -44,6 +44,7 @@ from jinja2.sandbox import SecurityError
 from guppy.errors import GuppyError
 from pipeline.budget import BudgetedSandbox, BudgetExceeded, RenderBudget, TemplateFolderLoader
 from pipeline.personas import LoadedPersona
+from pipeline.pools import check_pools
 
 Conversation = tuple[tuple[str, str], ...]  # ((role, content), ...)
 
@@ -151,12 +152,14 @@ class Sandbox(BudgetedSandbox):
 class Renderer:
     """Compiles a persona's templates once, then renders samples by (topic, index)."""
 
+    environment = Sandbox  # pipeline/trace.py renders with one that records where each piece came from
+
     def __init__(self, persona: LoadedPersona, seed: int, budget: RenderBudget = RenderBudget()):
         self.persona = persona
         spec = persona.spec
         self.dice = Dice()
         self.budget = budget
-        self.env = Sandbox(
+        self.env = self.environment(
             budget=budget,
             loader=TemplateFolderLoader([str(d) for d in persona.template_dirs]),
             bytecode_cache=bytecode_cache(),
@@ -177,6 +180,7 @@ class Renderer:
         self.env.trusted = frozenset([self.dice.pick, self.dice.pick_n, self.dice.maybe, self.dice.randint])
         self.lowercase = spec.style.lowercase
         self.templates = {name: self._compile(topic.template) for name, topic in spec.topics.items()}
+        check_pools(persona)  # a pool the templates use and the YAML lacks: name the YAML field
         self.seeds = {name: topic_seed(seed, spec.name, name) for name in spec.topics}
 
     def _compile(self, template: str) -> jinja2.Template:
@@ -232,5 +236,10 @@ class Renderer:
                 content = content.lower()
             convo.append((role, content))
         if not convo or convo[-1][0] != "assistant":
-            raise GuppyError(f"{filename}: a conversation must end with an 'assistant:' turn")
+            hint = ""
+            if re.search(r"\S[ \t]*assistant:", text):  # the turn is there, glued to the line before it
+                hint = ("; 'assistant:' is there but not at the start of a line: a line ending in a block tag "
+                        "('%}') eats its newline (trim_blocks), so end that line with text or '}}', or put the tag "
+                        "on a line of its own")
+            raise GuppyError(f"{filename}: a conversation must end with an 'assistant:' turn{hint}")
         return tuple(convo)
