@@ -116,10 +116,11 @@ async function* generate(prompt, options) {
 // ---------------------------------------------------------------------------------- chat
 
 async function ask(text, options = readControls()) {
+  const started = performance.now();
   history = trimHistory([...history, { role: "user", content: text }], config.context - MAX_NEW_TOKENS);
   const prompt = encodePrompt(history);
   const shown = addMessage("assistant", "");
-  const reply = { ids: [], seq: [], rows: null, top: [], started: performance.now(), times: [] };
+  const reply = { ids: [], seq: [], rows: null, top: [], started, times: [] };
   for await (const step of generate(prompt, { ...options, maxNewTokens: MAX_NEW_TOKENS })) {
     reply.times.push(performance.now());
     reply.promptLength ??= step.fed.length; // the first step reads the (possibly cut) prompt

@@ -60,6 +60,8 @@ def measure(folder: Path, kind: str, screenshot: Path | None) -> dict:
         if screenshot is not None:
             page.find_element("id", "reset").click()
             browser.ask(page, CHECK_PROMPTS[0], temperature=0)
+            page.execute_script("const s = document.getElementById('layer'); s.value = '1';"
+                                "s.dispatchEvent(new Event('change'));")  # layer 0 mostly looks back evenly
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.save_screenshot(str(screenshot))
         weight = sum(r["bytes"] for r in browser.resources(page))
