@@ -99,8 +99,10 @@ def persona_word(t, weights: np.ndarray, word: str, path: Path) -> None:
     ax.set_yticks(range(L * H), [f"{li}.{hi}" for li in range(L) for hi in range(H)], fontsize=7)
     for li in range(1, L):
         ax.axhline(li * H - 0.5, color="white", linewidth=0.8)
-    ax.axvspan(t.user.start - 0.5, t.user.stop - 0.5, color="white", alpha=0.12, linewidth=0)
-    ax.set_xlabel("prompt token (the user's words are the lighter band)")
+    for p, tick in enumerate(ax.get_xticklabels()):
+        if p in t.user:
+            tick.set_color("#d95f02")
+    ax.set_xlabel("prompt token (the user's own words in orange)")
     ax.set_ylabel("layer.head")
     ax.set_title(f"where each head looks in the prompt while writing '{word}'", fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
