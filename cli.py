@@ -337,6 +337,41 @@ def chat(
              seed=seed, max_new_tokens=max_new_tokens)
 
 
+@app.command()
+def inspect(
+    persona: PersonaArg,
+    prompt: Annotated[str, typer.Option(help="The message to answer and inspect.")],
+    run: RunOpt = None,
+    seed: SeedOpt = 0,
+    temperature: Annotated[float, typer.Option(help="Randomness of the reply (top-p 0.95, as guppy chat); 0 always picks the likeliest token.")] = 0.0,
+    layer: Annotated[int, typer.Option(help="Layer whose four attention steps to draw (from 0).")] = 0,
+    head: Annotated[int, typer.Option(help="Head of that layer (from 0).")] = 0,
+    out: Annotated[Optional[Path], typer.Option(help="Report folder. Default: runs/PERSONA/inspect.")] = None,
+):
+    """Show how a reply is made: top-5 next-token probabilities, every head's attention, one head's four steps."""
+    from rich.markup import escape
+
+    from guppy.inspect import inspect as run_inspect
+
+    report = run_inspect(persona=persona, run=run, prompt=prompt, temperature=temperature, seed=seed,
+                         layer=layer, head=head, out=out)
+    console.print(f"[dim]you:[/] {escape(report['prompt'])}\n[bold]{report['persona']}:[/] {escape(report['reply'])}")
+    table = Table("#", "wrote", "p", *[f"top {i + 1}" for i in range(5)], title="what it could have said")
+    for i, step in enumerate(report["top5"]):
+        table.add_row(str(i + 1), escape(step["token"]), f"{step['p']:.3f}",
+                      *[f"{escape(tok)} {p:.2f}" for tok, p in step["top"]])
+    console.print(table)
+    word = report["persona_word"]
+    if word is not None:
+        heads = Table("layer.head", "on the prompt", "the user's words it looks at most",
+                      title=f"while writing '{escape(word['word'])}'")
+        for h in word["heads"]:
+            heads.add_row(f"{h['layer']}.{h['head']}", f"{h['prompt_share']:.0%}",
+                          ", ".join(f"{escape(tok)} {p:.2f}" for tok, p in h["top"]))
+        console.print(heads)
+    console.print(f"report: {report['out']}/inspect.md ({', '.join(report['charts'])})")
+
+
 # ---------------------------------------------------------------------------------- evaluation
 
 SAMPLES_PER_PROMPT = 4  # guppy.report.SAMPLES_PER_PROMPT (not imported here: it pulls in torch)
@@ -477,11 +512,17 @@ def run_all(
 def export(
     persona: PersonaArg,
     run: RunOpt = None,
-    out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: runs/PERSONA/hf.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: runs/PERSONA/hf (onnx with --onnx, web with --web).")] = None,
     dataset: Annotated[bool, typer.Option("--dataset", help="Also write the training data as a Hub dataset folder (Parquet shards + card) beside it: OUT-dataset.")] = False,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Instead: ONNX (fp32 + int8, KV cache, attention as an extra output), checked with onnxruntime. Needs the onnx extra.")] = False,
+    web: Annotated[bool, typer.Option("--web", help="Instead: a static web page that chats with the model in the browser and shows its attention (`guppy serve` serves it). Needs the onnx extra.")] = False,
     overwrite: OverwriteOpt = False,
 ):
-    """Write the trained model as a Hugging Face transformers (GPT-2) folder with tokenizer, chat template and model card."""
+    """Write the trained model as a Hugging Face transformers (GPT-2) folder with tokenizer, chat template and model card (or, with --onnx / --web, as ONNX or a browser playground)."""
+    if onnx or web:
+        if onnx and web or dataset:
+            raise GuppyError("--onnx, --web and --dataset are separate exports; pass one of them")
+        return export_runtime(persona=persona, run=run, out=out, web=web, overwrite=overwrite)
     from guppy.export import export as run_export
 
     if dataset:
@@ -490,6 +531,42 @@ def export(
     console.print(f"model: {model} (transformers.AutoModelForCausalLM.from_pretrained('{model}'))")
     for folder in data:
         console.print(f"dataset: {folder} (datasets.load_dataset('{folder}'))")
+
+
+@app.command()
+def serve(
+    persona: PersonaArg,
+    run: RunOpt = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free one).")] = 8000,
+    folder: Annotated[Optional[Path], typer.Option(help="The exported page. Default: runs/PERSONA/web.")] = None,
+):
+    """Serve the page `guppy export PERSONA --web` wrote, on this machine, and print its URL."""
+    from guppy.serve import serve as run_serve
+
+    run_serve(persona=persona, run=run, folder=folder, port=port, on_ready=lambda line: console.print(line, highlight=False))
+
+
+def export_runtime(*, persona: str, run: Path | None, out: Path | None, web: bool, overwrite: bool) -> None:
+    """`export --onnx` and `export --web`: write, check with onnxruntime, print the sizes."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise GuppyError("--onnx and --web need onnxruntime: pip install 'guppy-persona[onnx]'") from None
+    if web:
+        from guppy.export_web import export_web as run_export
+    else:
+        from guppy.export_onnx import export_onnx as run_export
+
+    with console.status("tracing the model to ONNX, quantizing to int8, checking both with onnxruntime"):
+        meta = run_export(persona=persona, run=run, out=out, overwrite=overwrite)
+    table = Table("file", "size", "largest logit difference", "same greedy reply", title=meta["out"])
+    for name, c in meta["check"].items():
+        table.add_row(name, f"{c['bytes'] / 1e6:.2f} MB", f"{c['max_logit_diff']:.1e}",
+                      f"{c['greedy_same']} of {c['greedy_prompts']}")
+    console.print(table)
+    if web:
+        console.print(f"page weight: {meta['page_bytes']['fp32'] / 1e6:.1f} MB with fp32, "
+                      f"{meta['page_bytes']['int8'] / 1e6:.1f} MB with int8; open it with [bold]guppy serve {meta['persona']}[/]")
 
 
 def main() -> None:

@@ -206,6 +206,25 @@ def trained_on(paths: RunPaths) -> Path:
     return paths.trained_on()
 
 
+def run_persona(persona: str, paths: RunPaths):
+    """The persona spec a run was trained on (generate-data keeps it beside the data), else the one
+    `persona` names now, else None (a model trained on someone else's data)."""
+    from pydantic import ValidationError
+
+    from guppy.persona import Persona
+
+    try:
+        return Persona.model_validate(yaml.safe_load((trained_on(paths) / "persona.yaml").read_text()))
+    except (OSError, yaml.YAMLError, ValidationError):
+        pass
+    try:
+        from pipeline.personas import load_persona
+
+        return load_persona(persona).spec
+    except GuppyError:
+        return None
+
+
 def load_generated(data: Path):
     """A `guppy generate-data` folder, in any of its formats -> (DatasetDict, its folder)."""
     import datasets

@@ -19,17 +19,21 @@ from torch.nn import functional as F
 from guppy.config import ModelConfig  # noqa: F401 (the shape, with the vocabulary: guppy/config.py)
 
 
-def reference_attention(q, k, v, mask=None, dropout_p=0.0):
+def reference_attention(q, k, v, mask=None, dropout_p=0.0, steps=None):
     """Attention in its four lines; the fast path must agree with it (tests/test_model.py).
 
     q (B, nh, T, hs), k and v (B, nh, S, hs): the T queries are the last T of the S keys.
-    mask (B, 1, T, S) bool, True where a query may look; None means plainly causal."""
+    mask (B, 1, T, S) bool, True where a query may look; None means plainly causal.
+    steps: a list to append the four steps to, as a dict of (B, nh, T, S) tensors (guppy inspect)."""
     if mask is None:
         T, S = q.size(-2), k.size(-2)
         mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=S - T)
-    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, S)
-    att = att.masked_fill(~mask, float("-inf"))
-    att = F.softmax(att, dim=-1)
+    scores = q @ k.transpose(-2, -1)  # (B, nh, T, S)
+    scaled = scores * (1.0 / math.sqrt(k.size(-1)))
+    masked = scaled.masked_fill(~mask, float("-inf"))
+    att = F.softmax(masked, dim=-1)
+    if steps is not None:
+        steps.append(dict(scores=scores, scaled=scaled, masked=masked, probs=att))
     att = F.dropout(att, dropout_p) if dropout_p else att  # where SDPA drops too: the weights
     return att @ v  # (B, nh, T, hs)
 
@@ -43,6 +47,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
         self.reference = False  # True: use the four readable lines instead of the fused kernel
+        self.steps: list | None = None  # with reference: each call's four steps are appended here
 
     def forward(self, x, mask=None, kv_cache=None):
         B, T, C = x.size()
@@ -54,7 +59,7 @@ class CausalSelfAttention(nn.Module):
             k, v = kv_cache.store(self.layer, k, v)  # (B, nh, S, hs): everything so far
         p = self.dropout if self.training else 0.0
         if self.reference:
-            y = reference_attention(q, k, v, mask, dropout_p=p)
+            y = reference_attention(q, k, v, mask, dropout_p=p, steps=self.steps)
         else:
             # is_causal aligns its triangle top-left, right only when queries and keys are the same
             # tokens; with a cache prefix or padding the caller passes an explicit mask instead.

@@ -52,3 +52,12 @@ def write_persona(root: Path, spec: dict | None = None, templates: dict[str, str
 @pytest.fixture
 def mini(tmp_path) -> Path:
     return write_persona(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def mini_run(tmp_path_factory) -> Path:
+    """A tiny model trained on the mini persona (tests/trained.py), shared by the tests of inspect,
+    ONNX and the web page; they write only into their own tmp_path."""
+    from tests.trained import train_mini
+
+    return train_mini(tmp_path_factory.mktemp("mini-run"))
