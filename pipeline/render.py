@@ -34,6 +34,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from guppy.errors import GuppyError
+from guppy.language import drop_spaces_by_unspaced, is_cased, is_spaced
 from pipeline.personas import LoadedPersona
 
 Conversation = tuple[tuple[str, str], ...]  # ((role, content), ...)
@@ -162,7 +163,8 @@ class Renderer:
             randint=self.dice.randint,
         )
         self.env.trusted = frozenset([self.dice.pick, self.dice.pick_n, self.dice.maybe, self.dice.randint])
-        self.lowercase = spec.style.lowercase
+        self.lowercase = spec.style.lowercase and is_cased(spec.language)
+        self.spaced = is_spaced(spec.language)  # else lines join without a space: "お腹すいた。ごはん！"
         self.templates = {name: self._compile(topic.template) for name, topic in spec.topics.items()}
         self.seeds = {name: topic_seed(seed, spec.name, name) for name in spec.topics}
 
@@ -199,6 +201,8 @@ class Renderer:
         convo = []
         for i, (role, content) in enumerate(turns):
             content = _SPACE_BEFORE_PUNCT.sub("", _SPACE.sub(" ", content)).strip()
+            if not self.spaced:
+                content = drop_spaces_by_unspaced(content)
             expected = "user" if i % 2 == 0 else "assistant"
             if role != expected or not content:
                 problem = f"turn {i + 1} should be '{expected}:'" if role != expected else f"turn {i + 1} is empty"
