@@ -13,8 +13,9 @@ What a template sees:
 
 What a template writes: turns, each starting on a line `user:` or `assistant:`;
 lines that follow belong to the same turn. Whitespace is folded, so templates may
-spread a reply over several lines of `{% if %}`. A conversation starts with the user,
-alternates, and ends with the assistant. Slots bound once with `{% set %}` are visible
+spread a reply over several lines of `{% if %}` (in a language written without spaces, such
+as ja, whitespace next to its characters is dropped: lines join with nothing between).
+A conversation starts with the user, alternates, and ends with the assistant. Slots bound once with `{% set %}` are visible
 to every turn, so a reply can refer to what the user said.
 
 Randomness comes only from a per-sample RNG seeded from (seed, persona, topic, index),
