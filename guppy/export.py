@@ -82,7 +82,7 @@ def model_card(name: str, model, meta: dict, paths: RunPaths) -> str:
     header = {"license": "mit", "language": ["en"], "library_name": "transformers",
               "pipeline_tag": "text-generation", "tags": list(dict.fromkeys(["guppy", "persona", name, "gpt2"]))}
     persona_yaml = trained_on(paths) / "persona.yaml"  # generate-data keeps the spec beside the data
-    description = yaml.safe_load(persona_yaml.read_text())["identity"]["description"] if persona_yaml.exists() else ""
+    description = yaml.safe_load(persona_yaml.read_text(encoding="utf-8"))["identity"]["description"] if persona_yaml.exists() else ""
     metrics = meta.get("metrics", {})
     training = (f"{meta['step']:,} steps over {metrics['train_tokens']:,} training tokens; held-out loss "
                 f"{metrics['test_loss']:.3f} nats/token.\n" if "step" in meta and "train_tokens" in metrics else "")
@@ -174,7 +174,7 @@ def export(*, persona: str, run: Path | None = None, out: Path | None = None, da
         (tmp / "config.json").write_text(json.dumps(gpt2_config(model, tokenizer), indent=2) + "\n")
         (tmp / "generation_config.json").write_text(json.dumps(generation_config(tokenizer), indent=2) + "\n")
         tokenizer.save(tmp, model_max_length=model.config.context)
-        (tmp / "README.md").write_text(model_card(name, model, meta, paths))
+        (tmp / "README.md").write_text(model_card(name, model, meta, paths), encoding="utf-8")
     if data is not None:
         export_dataset(*data, targets[1], overwrite=overwrite)
     return targets
@@ -209,7 +209,7 @@ def load_generated(data: Path):
 
 def export_dataset(dd, data: Path, out: Path, *, overwrite: bool = False) -> None:
     """A generate-data DatasetDict as a Hub dataset repository: data/*.parquet + README.md card."""
-    _, header, body = (data / "README.md").read_text().split("---\n", 2)
+    _, header, body = (data / "README.md").read_text(encoding="utf-8").split("---\n", 2)
     meta = yaml.safe_load(header)
     # The Hub reads a split's size only with num_bytes too (else `datasets` warns and ignores it).
     meta.setdefault("dataset_info", {})["splits"] = [
@@ -220,6 +220,6 @@ def export_dataset(dd, data: Path, out: Path, *, overwrite: bool = False) -> Non
         (tmp / "data").mkdir()
         for split, ds in dd.items():
             ds.to_parquet(str(tmp / "data" / f"{split}-00000-of-00001.parquet"))
-        (tmp / "README.md").write_text("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + body)
+        (tmp / "README.md").write_text("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + body, encoding="utf-8")
         if (data / "persona.yaml").exists():  # the card points to it
             shutil.copy(data / "persona.yaml", tmp / "persona.yaml")
