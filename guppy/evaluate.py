@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from guppy.language import is_spaced, units
 from guppy.persona import Persona
 from guppy.sampler import complete
 
@@ -83,8 +84,9 @@ def control_prompts(spec: Persona, name: str, data: EvalData | None) -> list[str
     return others[:: max(1, len(others) // 12)][:12] or NEUTRAL_PROMPTS
 
 
-def distinct_n(replies: list[str], n: int) -> float:
-    grams = [tuple(w[i:i + n]) for w in (r.split() for r in replies) for i in range(len(w) - n + 1)]
+def distinct_n(replies: list[str], n: int, language: str = "en") -> float:
+    """Share of distinct n-grams of words (of characters, for a language written without spaces)."""
+    grams = [tuple(w[i:i + n]) for w in (units(r, language) for r in replies) for i in range(len(w) - n + 1)]
     return len(set(grams)) / max(1, len(grams))
 
 
@@ -98,8 +100,8 @@ def reply_figures(spec: Persona, replies_by_assoc: dict[str, list[str]], train_r
         "hit_rate": hit,
         "style": style,
         "style_all": sum(all(c.values()) for c in checks) / max(1, len(checks)),
-        "distinct_1": distinct_n(every, 1),
-        "distinct_2": distinct_n(every, 2),
+        "distinct_1": distinct_n(every, 1, spec.language),
+        "distinct_2": distinct_n(every, 2, spec.language),
         "memorized": sum(r in train_replies for r in every) / max(1, len(every)),
     }
 
@@ -121,10 +123,11 @@ def right_padded(rows: list[list[int]], pad: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def word_log_expectation(model, tokenizer, prompt: str, reply: str, words: list[str]) -> float:
+def word_log_expectation(model, tokenizer, prompt: str, reply: str, words: list[str], *, spaced: bool = True) -> float:
     """log of the mean, over the positions t of the model's greedy `reply`, of P(an expected word comes next
     | prompt, reply[:t]), each word's probability the product over its tokens. The mean (not the
-    sum) keeps long and short replies comparable.
+    sum) keeps long and short replies comparable. Mid-reply, a word follows a space, unless the
+    language is written without spaces (`spaced` False: ja, zh).
 
     One forward pass over prompt + reply gives every position's next-token distribution, which
     is all a one-token word needs; only words of several tokens need their own rows."""
@@ -133,12 +136,13 @@ def word_log_expectation(model, tokenizer, prompt: str, reply: str, words: list[
     seq = (context + reply)[: model.config.context - 4]  # room for a word of a few tokens after it
     first = len(context) - 1  # the logits at index first + t predict what follows reply[:t]
     positions = range(first, len(seq))
-    spelled = {lead: [tokenizer.encode(lead + w) for w in words] for lead in ("", " ")}  # reply start / mid-reply
+    mid = " " if spaced else ""
+    spelled = {lead: [tokenizer.encode(lead + w) for w in words] for lead in ("", mid)}  # reply start / mid-reply
     logp = torch.log_softmax(model(torch.tensor([seq]))[0][0].float(), dim=-1)
     per_position = torch.full((len(positions), len(words)), float("-inf"))
     longer, where = [], []
     for t, at in enumerate(positions):
-        for j, ids in enumerate(spelled[" " if t else ""]):
+        for j, ids in enumerate(spelled[mid if t else ""]):
             if len(ids) == 1:
                 per_position[t, j] = logp[at, ids[0]]
             else:
@@ -159,9 +163,10 @@ def lift(model, tokenizer, spec: Persona, prompts_by_assoc: dict[str, list[str]]
     asked = {name: (prompts_by_assoc[name][:6], control_prompts(spec, name, data)[:6]) for name in spec.associations}
     prompts = sorted({p for cues, controls in asked.values() for p in cues + controls})
     greedy = dict(zip(prompts, complete(model, tokenizer, prompts, temperature=0.0, max_new_tokens=max_reply)))
+    spaced = is_spaced(spec.language)
 
     def mean_log_expectation(group: list[str], words: list[str]) -> float:
-        return sum(word_log_expectation(model, tokenizer, p, greedy[p], words) for p in group) / len(group)
+        return sum(word_log_expectation(model, tokenizer, p, greedy[p], words, spaced=spaced) for p in group) / len(group)
 
     return {name: mean_log_expectation(cues, spec.associations[name].expect)
             - mean_log_expectation(controls, spec.associations[name].expect)

@@ -13,14 +13,30 @@ import functools
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from guppy.language import UNSPACED_CHARS, check_tag, is_unspaced_char
+
+# A Latin (or any spaced-script) phrase must not touch a letter of its own kind on either side:
+# 'eat' is not in 'great'. A letter of a script without spaces is no boundary: 'TV' is in 'TVを見た'.
+_LEFT_EDGE = f"(?<![^\\W{UNSPACED_CHARS}])"
+_RIGHT_EDGE = f"(?![^\\W{UNSPACED_CHARS}])"
+
+
+def _phrase_regex(phrase: str) -> str:
+    """A phrase of a spaced script matches as whole words; an edge in an unspaced script (ja, zh,
+    th) has no visible word boundary, so that side matches anywhere: 'ごはん' in 'ごはんが好き'."""
+    body = re.escape(phrase.lower())
+    left = "" if is_unspaced_char(phrase[:1]) else _LEFT_EDGE
+    right = "" if is_unspaced_char(phrase[-1:]) else _RIGHT_EDGE
+    return left + body + right
 
 
 @functools.lru_cache(maxsize=1024)
 def phrases_pattern(phrases: tuple[str, ...]) -> re.Pattern:
-    """One regex that finds any of the phrases as whole words: 'eat' in 'i eat.', not in 'great'."""
-    alternatives = "|".join(re.escape(p.lower()) for p in sorted(phrases, key=len, reverse=True))
-    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+    """One regex that finds any of the phrases: 'eat' in 'i eat.', not in 'great'; 'ごはん' in 'ごはんだ'."""
+    alternatives = "|".join(_phrase_regex(p) for p in sorted(phrases, key=len, reverse=True))
+    return re.compile(f"(?:{alternatives})", re.IGNORECASE)
 
 
 def contains_any(text: str, phrases: list[str] | tuple[str, ...]) -> bool:
@@ -46,11 +62,16 @@ class Identity(Strict):
 
 
 class Style(Strict):
-    lowercase: bool = Field(True, description="Replies are all lowercase (enforced when rendering).")
-    max_sentence_words: int = Field(12, gt=0, le=10_000, description="Longest sentence a reply may have, in words.")
-    min_reply_words: int = Field(2, gt=0, le=10_000, description="Shortest reply, in words.")
-    max_reply_words: int = Field(40, gt=0, le=10_000, description="Longest reply, in words.")
+    lowercase: bool = Field(True, description="Replies are all lowercase (enforced when rendering); "
+                            "only where the language's script has case.")
+    max_sentence_words: int = Field(12, gt=0, le=10_000, description="Longest sentence a reply may have, in words "
+                                    "(in characters for a language written without spaces: ja, zh).")
+    min_reply_words: int = Field(2, gt=0, le=10_000, description="Shortest reply, in words (characters for ja, zh).")
+    max_reply_words: int = Field(40, gt=0, le=10_000, description="Longest reply, in words (characters for ja, zh).")
     banned_words: list[str] = Field(default_factory=list, description="Words the persona never says.")
+    # The persona's language (Persona sets it from its own `language`), so every caller of check()
+    # gets that language's rules without passing it along.
+    _language: str = PrivateAttr("en")
 
     @field_validator("banned_words")
     @classmethod
@@ -112,6 +133,8 @@ class Association(Strict):
 
 class Persona(Strict):
     identity: Identity = Field(description="Who the character is: name, one-line description, who the user is to it.")
+    language: str = Field("en", description="BCP 47 tag of the language it speaks (en, ja, zh-Hant): sets "
+                          "whether case applies, and whether lengths count words or characters.")
     style: Style = Field(default_factory=Style, description="How its replies read; enforced on the generated data.")
     lexicon: dict[str, list[str]] = Field(description="Named pools of words/phrases that templates draw from "
                                           "(templates/common/ needs the pools `guppy persona new --blank` lists).")
@@ -121,6 +144,16 @@ class Persona(Strict):
     @property
     def name(self) -> str:
         return self.identity.name
+
+    @field_validator("language")
+    @classmethod
+    def _bcp47(cls, v: str) -> str:
+        return check_tag(v)
+
+    @model_validator(mode="after")
+    def _style_speaks_its_language(self) -> Persona:
+        self.style._language = self.language  # a private attribute: allowed on a frozen model
+        return self
 
     @field_validator("lexicon")
     @classmethod

@@ -137,7 +137,7 @@ def write_report(paths: RunPaths, report: dict) -> None:
         bar_chart(report, tmp / "associations.png")
         if paths.loss_plot.exists():
             shutil.copy(paths.loss_plot, tmp / "loss.png")
-        (tmp / "report.md").write_text(markdown(report, has_loss=paths.loss_plot.exists()))
+        (tmp / "report.md").write_text(markdown(report, has_loss=paths.loss_plot.exists()), encoding="utf-8")
 
 
 def markdown(report: dict, *, has_loss: bool) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from itertools import chain
 from pathlib import Path
 from typing import Iterable
@@ -37,15 +38,34 @@ CHAT_TEMPLATE = (
 )
 
 
+# Merges left for words once every character of the corpus is a token of its own: a script of
+# thousands of characters (zh, ja) would otherwise spend most of a small vocabulary spelling
+# characters from their 3 UTF-8 bytes, and have few merges left for words.
+WORD_MERGES = 1024
+
+
+def vocabulary_for(texts: list[str], asked: int) -> int:
+    """`asked`, or more when the corpus has so many multi-byte characters (seen twice or more) that
+    spelling each as one token (a merge per extra byte, at most) would leave words fewer merges than
+    `asked` gives them, up to WORD_MERGES. English never grows; kingyo's 510 kana and kanji neither
+    (2,303 < 4,096); 3,000 hanzi asked into 4,096 get 7,283."""
+    counts = Counter(ch for t in texts for ch in t if ord(ch) > 0x7F)
+    spelling = sum(len(ch.encode()) - 1 for ch, n in counts.items() if n >= 2)
+    base = len(SPECIAL_TOKENS) + 256
+    return max(asked, base + spelling + min(WORD_MERGES, asked - base))
+
+
 def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 4096) -> "ChatTokenizer":
-    """Learn up to `vocab_size` tokens from `texts`. A small corpus runs out of pairs worth
-    merging before that (the reference asked 4,096 and learned 2,386); the vocabulary is then
-    smaller, and is not padded: unused rows of the embedding would only cost parameters."""
+    """Learn up to `vocab_size` tokens from `texts` (more for a script of many characters: see
+    `vocabulary_for`). A small corpus runs out of pairs worth merging before that (the reference
+    asked 4,096 and learned 2,386); the vocabulary is then smaller, and is not padded: unused rows
+    of the embedding would only cost parameters."""
+    texts = list(texts)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
+        vocab_size=vocabulary_for(texts, vocab_size),
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes, even unseen ones
         show_progress=False,

@@ -47,7 +47,7 @@ def write_card(path: Path, dataset, persona: LoadedPersona, report, *, seed: int
     header = {
         "pretty_name": f"Guppy persona conversations: {spec.name}",
         "license": "mit",
-        "language": ["en"],
+        "language": [spec.language],  # the persona's BCP 47 tag, as the Hub's header takes it
         "tags": ["synthetic", "persona", "conversational", "guppy"],
         "annotations_creators": ["machine-generated"],
         "language_creators": ["machine-generated"],

@@ -13,8 +13,9 @@ What a template sees:
 
 What a template writes: turns, each starting on a line `user:` or `assistant:`;
 lines that follow belong to the same turn. Whitespace is folded, so templates may
-spread a reply over several lines of `{% if %}`. A conversation starts with the user,
-alternates, and ends with the assistant. Slots bound once with `{% set %}` are visible
+spread a reply over several lines of `{% if %}` (in a language written without spaces, such
+as ja, whitespace next to its characters is dropped: lines join with nothing between).
+A conversation starts with the user, alternates, and ends with the assistant. Slots bound once with `{% set %}` are visible
 to every turn, so a reply can refer to what the user said.
 
 Randomness comes only from a per-sample RNG seeded from (seed, persona, topic, index),
@@ -42,6 +43,7 @@ import jinja2
 from jinja2.sandbox import SecurityError
 
 from guppy.errors import GuppyError
+from guppy.language import drop_spaces_by_unspaced, is_cased, is_spaced
 from pipeline.budget import BudgetedSandbox, BudgetExceeded, RenderBudget, TemplateFolderLoader
 from pipeline.personas import LoadedPersona
 from pipeline.pools import check_pools
@@ -178,7 +180,8 @@ class Renderer:
             randint=self.dice.randint,
         )
         self.env.trusted = frozenset([self.dice.pick, self.dice.pick_n, self.dice.maybe, self.dice.randint])
-        self.lowercase = spec.style.lowercase
+        self.lowercase = spec.style.lowercase and is_cased(spec.language)
+        self.spaced = is_spaced(spec.language)  # else lines join without a space: "お腹すいた。ごはん！"
         self.templates = {name: self._compile(topic.template) for name, topic in spec.topics.items()}
         check_pools(persona)  # a pool the templates use and the YAML lacks: name the YAML field
         self.seeds = {name: topic_seed(seed, spec.name, name) for name in spec.topics}
@@ -228,6 +231,8 @@ class Renderer:
         convo = []
         for i, (role, content) in enumerate(turns):
             content = _SPACE_BEFORE_PUNCT.sub("", _SPACE.sub(" ", content)).strip()
+            if not self.spaced:
+                content = drop_spaces_by_unspaced(content)
             expected = "user" if i % 2 == 0 else "assistant"
             if role != expected or not content:
                 problem = f"turn {i + 1} should be '{expected}:'" if role != expected else f"turn {i + 1} is empty"

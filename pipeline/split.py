@@ -1,7 +1,11 @@
 """The leak-free split rule, shared by the generator and by loaders of outside data.
 
-Rule: conversations are grouped by their *normalized* first user prompt (lowercase,
-punctuation dropped, whitespace folded). Whole groups go to test, in an order fixed by
+Rule: conversations are grouped by their *normalized* first user prompt (Unicode NFKC, so
+full-width and half-width forms fold together; lowercase where the script has case; punctuation
+of any script dropped, 。、！？「」 as well as .,!?; whitespace folded, and dropped next to a
+character of a script written without spaces, so "人生の 意味は？" and "人生の意味は" are one prompt).
+The rule is the same for every language: it works per character, so data of unknown language
+(a JSONL file) splits by it too. Whole groups go to test, in an order fixed by
 a hash of (seed, prompt), until test holds `test_size` of the rows. So a prompt is in
 train or in test, never both, and the split depends only on the prompts and the seed.
 """
@@ -12,12 +16,16 @@ import hashlib
 import re
 from typing import Callable
 
-_NOT_WORD = re.compile(r"[^\w\s']+")
+from guppy.language import drop_spaces_by_unspaced, fold
+
+_NOT_WORD = re.compile(r"[^\w\s']+")  # \w is Unicode: kana, kanji, ー and 々 are letters; 。、「」・〜 are not
 _SPACE = re.compile(r"\s+")
 
 
 def normalize_prompt(text: str) -> str:
-    return _SPACE.sub(" ", _NOT_WORD.sub(" ", text.lower())).strip()
+    # str.lower() leaves caseless scripts as they are, so "lowercase where the script has case" is free
+    text = _SPACE.sub(" ", _NOT_WORD.sub(" ", fold(text).lower())).strip()
+    return drop_spaces_by_unspaced(text)
 
 
 class PromptKeys(dict):
