@@ -35,12 +35,13 @@ def untrained_run(run: Path, preset: str, root: Path) -> Path:
     import torch
 
     from guppy.checkpoint import load_model, save_checkpoint
-    from guppy.model import GPT, model_config
+    from guppy.config import resolve_config
+    from guppy.model import GPT
     from guppy.paths import RunPaths
 
     _, tokenizer, _ = load_model(run)
     torch.manual_seed(0)
-    model = GPT(model_config(preset, tokenizer.vocab_size)).eval()
+    model = GPT(resolve_config(preset).shape(tokenizer.vocab_size)).eval()
     out = root / f"untrained-{preset}"
     save_checkpoint(RunPaths(out).best, model=model, tokenizer=tokenizer, meta={"model": model.config.model_dump()})
     return out
