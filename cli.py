@@ -32,6 +32,10 @@ class GuppyGroup(typer.core.TyperGroup):
             for problem in e.problems:
                 err_console.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except typer.BadParameter as e:  # a bad option value (a choice, a number): one line too, not a box
+            err_console.print(f"error: {e.format_message().replace('Value error, ', '')}", highlight=False,
+                              soft_wrap=True, markup=False)
+            raise typer.Exit(2) from None
 
 
 def new_app(help: str) -> typer.Typer:

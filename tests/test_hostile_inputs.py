@@ -102,7 +102,7 @@ HOSTILE: dict[str, tuple] = {  # name -> (build(tmp) -> argv, words the one erro
     "train --max-steps 0": (lambda t: ["train", "mini", "--out", str(t / "r"), "--max-steps", "0"], "max_steps"),
     "train --seed -1": (lambda t: ["train", "mini", "--out", str(t / "r"), "--seed", "-1"], "seed"),
     "train --preset NOSUCH": (lambda t: ["train", "mini", "--out", str(t / "r"), "--preset", "NOSUCH"],
-                              "unknown preset"),
+                              "is not one of"),
     "train --device tpu": (lambda t: ["train", "mini", "--out", str(t / "r"), "--device", "tpu"], "device"),
     # numbers in a persona spec
     "weight .inf": (with_spec(topics__food={"template": "mini/food.jinja", "weight": float("inf")}),
