@@ -134,7 +134,7 @@ def _print_warnings(warnings: list[str]) -> None:
 @persona_app.command("list")
 def persona_list():
     """List the personas found here (./personas) and shipped with Guppy."""
-    from pipeline.personas import list_personas, load_persona
+    from guppy.personas import list_personas, load_persona
 
     table = Table("persona", "topics", "associations", "description", "file")
     problems = []
@@ -155,7 +155,7 @@ def persona_list():
 def persona_show(persona: PersonaArg):
     """Show a persona's topics, pools, associations and how many distinct conversations each topic can make."""
     from pipeline.authoring import topic_capacity
-    from pipeline.personas import load_persona
+    from guppy.personas import load_persona
 
     p = load_persona(persona)
     spec = p.spec
@@ -182,7 +182,7 @@ def persona_validate(
 ):
     """Check a persona: the spec, every template compiled, 200 conversations of each topic rendered and held to its style."""
     from pipeline.authoring import persona_warnings, validate_persona
-    from pipeline.personas import list_personas
+    from guppy.personas import list_personas
 
     problems = []
     for name in [persona] if persona else list_personas():
@@ -473,7 +473,7 @@ def run_all(
     from guppy.paths import RunPaths
     from guppy.train import train as run_train
     from pipeline.generate import check_generate_options
-    from pipeline.personas import load_persona
+    from guppy.personas import load_persona
 
     _quiet_datasets()
     config = given(config)

@@ -111,7 +111,7 @@ def chat(*, persona: str, run: Path | None = None, prompt: str | None = None, te
 
 def sample_replies(*, persona: str, run: Path | None = None, seed: int = 0, n: int = 4) -> list[tuple[str, str]]:
     """A few (prompt, reply) pairs to show after `guppy run`: the persona's probes, else greetings."""
-    from pipeline.personas import load_persona
+    from guppy.personas import load_persona
 
     loaded = load_persona(persona)
     prompts = (loaded.spec.probes() + ["hi", "how are you", "what do you like", "tell me something"])[:n]

@@ -35,7 +35,7 @@ STATE, STATE_JSON = "trainer_state.safetensors", "trainer_state.json"
 def persona_name(persona: str) -> str:
     """A persona given by name or by YAML path -> its name (what names its run folder)."""
     if str(persona).endswith((".yaml", ".yml")):
-        from pipeline.personas import load_persona
+        from guppy.personas import load_persona
 
         return load_persona(persona).name
     return str(persona)

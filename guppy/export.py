@@ -218,7 +218,7 @@ def run_persona(persona: str, paths: RunPaths):
     except (OSError, yaml.YAMLError, ValidationError):
         pass
     try:
-        from pipeline.personas import load_persona
+        from guppy.personas import load_persona
 
         return load_persona(persona).spec
     except GuppyError:

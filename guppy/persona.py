@@ -4,7 +4,7 @@ A persona is a YAML file under `personas/`. These Pydantic models are the only
 definition of its shape: `extra="forbid"` makes an unknown or misspelt field an
 error, and the field descriptions double as documentation (`guppy persona show`).
 Loading a file and turning validation errors into one line per problem lives in
-`pipeline/personas.py`; this module knows nothing about files.
+`guppy/personas.py`; this module knows nothing about files.
 """
 
 from __future__ import annotations

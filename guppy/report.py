@@ -32,7 +32,7 @@ from guppy.evaluate import (EvalData, ceiling_replies, eval_data_from, persona_s
                             reply_figures, score_model)
 from guppy.model import GPT  # noqa: E402
 from guppy.paths import COMPARE_DIR, RunPaths  # noqa: E402
-from pipeline.personas import load_persona  # noqa: E402
+from guppy.personas import load_persona  # noqa: E402
 
 
 MAX_SAMPLES = 1000  # sampled replies per prompt; the default is 4

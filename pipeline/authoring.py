@@ -15,7 +15,7 @@ from guppy.errors import GuppyError
 from guppy.persona import Identity, Persona
 from guppy.style import violations
 from pipeline.blank import BLANK_TOPIC, COMMON_POOLS, blank_yaml
-from pipeline.personas import LoadedPersona, load_persona
+from guppy.personas import LoadedPersona, load_persona
 from pipeline.pools import display_path
 from pipeline.render import Renderer
 from pipeline.trace import Located, TracingRenderer

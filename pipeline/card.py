@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.personas import LoadedPersona
+from guppy.personas import LoadedPersona
 
 
 def size_category(n: int) -> str:

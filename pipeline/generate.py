@@ -37,9 +37,9 @@ from guppy.paths import RunPaths
 from guppy.style import violations
 from pipeline.authoring import persona_warnings, style_problems
 from pipeline.card import write_card
-from pipeline.personas import LoadedPersona, load_persona
+from guppy.personas import LoadedPersona, load_persona
 from pipeline.render import Conversation, Renderer
-from pipeline.split import PromptKeys, leak_free_split
+from guppy.split import PromptKeys, leak_free_split
 
 Format = Literal["arrow", "jsonl", "parquet"]
 CHUNK = 1000  # samples per work item: small enough for a smooth progress bar

@@ -45,7 +45,7 @@ from jinja2.sandbox import SecurityError
 from guppy.errors import GuppyError
 from guppy.language import drop_spaces_by_unspaced, is_cased, is_spaced
 from pipeline.budget import BudgetedSandbox, BudgetExceeded, RenderBudget, TemplateFolderLoader
-from pipeline.personas import LoadedPersona
+from guppy.personas import LoadedPersona
 from pipeline.pools import check_pools
 
 Conversation = tuple[tuple[str, str], ...]  # ((role, content), ...)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from guppy.persona import contains_any
 from guppy.style import Violation, violations
-from pipeline.personas import LoadedPersona
+from guppy.personas import LoadedPersona
 from pipeline.pools import display_path
 from pipeline.render import Conversation, Renderer, Sandbox
 

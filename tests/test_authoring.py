@@ -18,7 +18,7 @@ from guppy.style import violations
 from pipeline.authoring import new_persona, persona_schema, sample_persona, validate_persona
 from pipeline.blank import COMMON_POOLS
 from pipeline.generate import generate_data
-from pipeline.personas import SHIPPED, load_persona
+from guppy.personas import SHIPPED, load_persona
 from pipeline.pools import pool_uses
 from tests.conftest import MINI_PERSONA, write_persona
 

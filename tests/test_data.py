@@ -14,7 +14,7 @@ import pytest
 
 from guppy.data import epoch_order, load_conversations, pack, tokenize
 from guppy.errors import GuppyError
-from pipeline.split import normalize_prompt
+from guppy.split import normalize_prompt
 
 FOODS = ["flakes", "pellets", "worms", "shrimp", "peas"]
 MOODS = ["happy", "sleepy", "calm", "wiggly"]

@@ -101,7 +101,7 @@ def test_untrained_scores_at_the_floor_and_held_out_data_at_the_ceiling(world):
     from datasets import load_from_disk
 
     from guppy.checkpoint import load_model
-    from pipeline.personas import load_persona
+    from guppy.personas import load_persona
 
     spec = load_persona("mini").spec
     data = eval_data_from(load_from_disk("runs/mini/data"))

@@ -11,9 +11,9 @@ import datasets
 import pytest
 
 from pipeline.generate import generate_data, plan_counts
-from pipeline.personas import load_persona
+from guppy.personas import load_persona
 from pipeline.render import Renderer
-from pipeline.split import PromptKeys, leak_free_split, normalize_prompt
+from guppy.split import PromptKeys, leak_free_split, normalize_prompt
 from tests.conftest import MINI_PERSONA, write_persona
 
 

@@ -13,8 +13,8 @@ from cli import app
 from guppy.language import is_cased, is_spaced, length
 from guppy.persona import Persona, Style, contains_any
 from guppy.tokenizer import train_tokenizer, vocabulary_for
-from pipeline.personas import SHIPPED
-from pipeline.split import leak_free_split, normalize_prompt
+from guppy.personas import SHIPPED
+from guppy.split import leak_free_split, normalize_prompt
 from tests.conftest import write_persona
 
 runner = CliRunner()
@@ -140,7 +140,7 @@ def test_lowercase_applies_only_where_the_script_has_case():
 
 
 def test_japanese_replies_render_without_spaces_and_keep_their_latin(tmp_path):
-    from pipeline.personas import load_persona
+    from guppy.personas import load_persona
     from pipeline.render import Renderer
 
     spec = {**JA_PERSONA, "topics": {"t": {"template": "medaka/t.jinja"}}, "associations": {}}

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from cli import app
 from pipeline.authoring import validate_persona
 from pipeline.generate import generate_data
-from pipeline.personas import SHIPPED, load_persona
+from guppy.personas import SHIPPED, load_persona
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_NAMES = sorted(p.stem for p in (SHIPPED / "personas").glob("*.yaml"))
@@ -183,6 +183,6 @@ def test_wheel_install_finds_the_shipped_personas(tmp_path):
     for name in ("guppy", "cat", "plant"):
         assert f"ok {name}:" in out
     # found inside the installed package, not in this checkout
-    assert str(target / "pipeline" / "_shipped" / "personas" / "guppy.yaml") in out.replace("\n", "")
+    assert str(target / "guppy" / "_shipped" / "personas" / "guppy.yaml") in out.replace("\n", "")
     guppy("generate-data", "guppy", "--n", "1000", "--out", "data")
     assert datasets.load_from_disk(str(work / "data"))["train"].num_rows > 900

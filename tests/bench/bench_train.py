@@ -37,7 +37,7 @@ def synthetic_corpus(folder: Path, n: int, seed: int = 0) -> Path:
     """A fish persona with a few hundred prompts and thousands of replies, shaped like the reference data."""
     import datasets
 
-    from pipeline.split import leak_free_split
+    from guppy.split import leak_free_split
 
     rng = random.Random(seed)
     foods = ["flakes", "pellets", "bloodworms", "brine shrimp", "peas", "daphnia", "algae wafers", "tiny shrimp"]

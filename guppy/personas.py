@@ -1,5 +1,7 @@
 """Find a persona, load its YAML, validate it, and locate its templates.
 
+Shared by both sides: the data side renders what it finds, the model side reads its associations.
+
 Where things are found:
 - PERSONA is a path to a YAML file, or a name: `personas/NAME.yaml` in the working
   directory, else the personas shipped with Guppy.
@@ -21,8 +23,8 @@ from guppy.persona import Persona
 
 
 def _shipped_root() -> Path:
-    # A source checkout or editable install has personas/ beside pipeline/; a wheel
-    # carries them inside the package as pipeline/_shipped/ (see pyproject.toml).
+    # A source checkout or editable install has personas/ beside guppy/; a wheel
+    # carries them inside the package as guppy/_shipped/ (see pyproject.toml).
     here = Path(__file__).resolve().parent
     for root in (here.parent, here / "_shipped"):
         if (root / "personas").is_dir() and (root / "templates").is_dir():
