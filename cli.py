@@ -547,7 +547,8 @@ def serve(
     """Serve the page `guppy export PERSONA --web` wrote, on this machine, and print its URL."""
     from guppy.serve import serve as run_serve
 
-    run_serve(persona=persona, run=run, folder=folder, port=port, on_ready=lambda line: console.print(line, highlight=False))
+    run_serve(persona=persona, run=run, folder=folder, port=port,
+              on_ready=lambda line: console.print(line, highlight=False, soft_wrap=True))  # the URL on one line
 
 
 def export_runtime(*, persona: str, run: Path | None, out: Path | None, web: bool, overwrite: bool) -> None:

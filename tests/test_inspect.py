@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,17 +72,21 @@ def test_the_four_steps_are_the_reference_path(ours):
         assert torch.allclose(s["probs"].sum(-1), torch.ones(model.config.n_head, T))
 
 
-@pytest.mark.parametrize("temperature, seed", [(0.0, 0), (0.8, 3)])
-def test_reply_is_guppy_chats_reply(run, tmp_path, temperature, seed):
-    report = inspect(persona="mini", run=run, prompt=PROMPT, temperature=temperature, seed=seed, out=tmp_path / "i")
-    assert report["reply"] == chat(persona="mini", run=run, prompt=PROMPT, temperature=temperature, seed=seed)
-    assert report["reply"]
+@pytest.fixture(scope="module")
+def report(run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("inspect") / "report"
+    return inspect(persona="mini", run=run, prompt=PROMPT, layer=1, head=2, out=out)
 
 
-def test_report_folder_holds_tables_maps_and_charts(run, ours, tmp_path):
+def test_reply_is_guppy_chats_reply(run, report, tmp_path):
+    assert report["reply"] == chat(persona="mini", run=run, prompt=PROMPT, temperature=0.0) and report["reply"]
+    sampled = inspect(persona="mini", run=run, prompt=PROMPT, temperature=0.8, seed=3, out=tmp_path / "i")
+    assert sampled["reply"] == chat(persona="mini", run=run, prompt=PROMPT, temperature=0.8, seed=3)
+
+
+def test_report_folder_holds_tables_maps_and_charts(run, ours, report):
     model, tokenizer = ours
-    out = tmp_path / "report"
-    report = inspect(persona="mini", run=run, prompt=PROMPT, layer=1, head=2, out=out)
+    out = Path(report["out"])
     saved = json.loads((out / "inspect.json").read_text())
     assert saved["reply"] == report["reply"] and saved["tokens"] == report["tokens"]
     T, c = len(saved["ids"]), model.config
@@ -101,15 +106,14 @@ def test_report_folder_holds_tables_maps_and_charts(run, ours, tmp_path):
     assert (out / "inspect.json").read_bytes() == first  # same seed, same bytes
 
 
-def test_persona_word_shows_where_each_head_looks(run, ours, tmp_path):
+def test_persona_word_shows_where_each_head_looks(ours, report):
     model, _ = ours
-    report = inspect(persona="mini", run=run, prompt=PROMPT, out=tmp_path / "w")
     word = report["persona_word"]
     assert word is not None and word["word"] in report["reply"] and word["word"] in ["food", "flakes", "pellets"]
     assert word["writes"].strip("␣") in word["word"]  # the row's next token starts the word
     assert len(word["heads"]) == model.config.n_layer * model.config.n_head
     assert all(0 < h["prompt_share"] <= 1.0001 and len(h["top"]) == 3 for h in word["heads"])
-    assert (tmp_path / "w" / "persona_word.png").exists()
+    assert (Path(report["out"]) / "persona_word.png").exists()
 
 
 def test_cli_prints_the_table(run, tmp_path):

@@ -82,6 +82,24 @@ def test_server_sends_wasm_as_webassembly(web):
     server.server_close()
 
 
+def test_guppy_serve_prints_a_url_that_serves_the_page(web):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "cli.py", "serve", "mini", "--folder", str(web), "--port", "0"], cwd=root,
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+/", line).group(0)
+        with urllib.request.urlopen(url + "guppy.json") as r:
+            assert json.load(r)["persona"]["name"] == "mini"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 # ---------------------------------------------------------------------------------- in Chromium
 
 found = browser.find_browser()
