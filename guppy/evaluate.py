@@ -17,6 +17,7 @@ the headline `persona_score` is the mean over associations of
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass
@@ -106,10 +107,25 @@ def reply_figures(spec: Persona, replies_by_assoc: dict[str, list[str]], train_r
     }
 
 
-def sample_replies(model, tokenizer, prompts_by_assoc: dict[str, list[str]], *, samples: int, seed: int) -> dict[str, list[str]]:
+def reply_budget(tokenizer, data: EvalData | None, default: int = 48) -> int:
+    """Tokens a sampled reply may have: the 95th percentile of the training replies' lengths.
+
+    A trained model ends its turn by itself; an untrained one (the floor) runs to the limit, and
+    48 random tokens would hold an expected word by chance far more often than a reply of the
+    data's length does: in Japanese, where a word is found anywhere in a reply, most of the time."""
+    replies = [r for rs in (data.train_by_topic.values() if data else []) for r in rs]
+    if not replies:
+        return default
+    lengths = sorted(len(e.ids) for e in tokenizer.tokenizer.encode_batch(replies, add_special_tokens=False))
+    return max(4, lengths[int(0.95 * (len(lengths) - 1))] + 1)  # + 1: the end-of-turn token
+
+
+def sample_replies(model, tokenizer, prompts_by_assoc: dict[str, list[str]], *, samples: int, seed: int,
+                   max_new_tokens: int = 48) -> dict[str, list[str]]:
     """`samples` replies to each prompt, one batched call for everything."""
     flat = [(a, p) for a, ps in prompts_by_assoc.items() for p in ps for _ in range(samples)]
-    replies = complete(model, tokenizer, [p for _, p in flat], seed=seed, temperature=0.8, top_p=0.95)
+    replies = complete(model, tokenizer, [p for _, p in flat], seed=seed, temperature=0.8, top_p=0.95,
+                       max_new_tokens=max_new_tokens)
     out: dict[str, list[str]] = {a: [] for a in prompts_by_assoc}
     for (a, _), r in zip(flat, replies):
         out[a].append(r)
@@ -122,12 +138,24 @@ def right_padded(rows: list[list[int]], pad: int) -> torch.Tensor:
     return torch.tensor([r + [pad] * (width - len(r)) for r in rows])
 
 
+@functools.lru_cache(maxsize=64)
+def _token_texts(tokenizer) -> tuple[str, ...]:
+    return tuple(tokenizer.decode([i]) for i in range(tokenizer.vocab_size))
+
+
+def tokens_starting_with(tokenizer, words: tuple[str, ...]) -> list[list[int]]:
+    """Per word, the tokens whose text starts with it and that are not its own one-token spelling."""
+    texts = _token_texts(tokenizer)
+    return [[i for i, t in enumerate(texts) if t.startswith(w) and tokenizer.encode(w) != [i]] for w in words]
+
+
 @torch.no_grad()
 def word_log_expectation(model, tokenizer, prompt: str, reply: str, words: list[str], *, spaced: bool = True) -> float:
     """log of the mean, over the positions t of the model's greedy `reply`, of P(an expected word comes next
     | prompt, reply[:t]), each word's probability the product over its tokens. The mean (not the
     sum) keeps long and short replies comparable. Mid-reply, a word follows a space, unless the
-    language is written without spaces (`spaced` False: ja, zh).
+    language is written without spaces (`spaced` False: ja, zh); there a token that starts with the
+    word (ごはんが for ごはん) also counts as the word coming next.
 
     One forward pass over prompt + reply gives every position's next-token distribution, which
     is all a one-token word needs; only words of several tokens need their own rows."""
@@ -154,6 +182,10 @@ def word_log_expectation(model, tokenizer, prompt: str, reply: str, words: list[
             row, n = longer[i], len(longer[i])
             at = torch.arange(n - k - 1, n - 1)
             per_position[t, j] = lp[i, at, torch.tensor(row[n - k:])].sum()
+    if not spaced:  # no spaces: BPE merges a word with what follows (ごはんが), so count those tokens too
+        for j, extra in enumerate(tokens_starting_with(tokenizer, tuple(words))):
+            if extra:
+                per_position[:, j] = torch.logaddexp(per_position[:, j], torch.logsumexp(logp[list(positions)][:, extra], 1))
     p_any = torch.logsumexp(per_position, dim=1)  # log P(some expected word next), per position
     return (torch.logsumexp(p_any, 0) - math.log(len(p_any))).item()
 
@@ -208,7 +240,8 @@ def score_model(model, tokenizer, spec: Persona, data: EvalData | None, *, sampl
     """Every figure for one model on one persona spec (lift and bits/byte only `with_lift`)."""
     model.eval()
     prompts = association_prompts(spec, data, seed)
-    replies = sample_replies(model, tokenizer, prompts, samples=samples, seed=seed)
+    replies = sample_replies(model, tokenizer, prompts, samples=samples, seed=seed,
+                             max_new_tokens=reply_budget(tokenizer, data))
     figures = reply_figures(spec, replies, data.train_replies if data else set())
     if with_lift:
         figures["lift"] = lift(model, tokenizer, spec, prompts, data)

@@ -40,11 +40,11 @@ JA_PERSONA = {
 # Lines of one turn are joined: without a space, for a language written without spaces.
 JA_FOOD = """{% set food = pick(lexicon.foods) %}
 user: {{ pick(["おなかすいた", food ~ "ほしい", food ~ "の時間", "ごはん？", "ねえ金魚、おなかすいた"]) }}{{ pick("？|。|いま？|") }}
-assistant: {{ pick("うん|もちろん|いつも|ごはん") }}。{{ food }}{{ pick("が大好き|がいちばん|でしあわせ") }}。
+assistant: {{ food }}{{ pick("が大好き|がいちばん|でしあわせ|！うん") }}。
 {% if maybe() %}食べるの大好き。{% endif %}{{ pick("ぷくぷく。|もっとちょうだい。|") }}
 {{ randint(1, 50) }}{{ pick(lexicon.moods) }}。
 """
-JA_MOOD = """user: 気分はどう{{ pick("？|、今日は？|、いま？|、けさは？|") }}
+JA_MOOD = """user: {{ pick("気分はどう|元気|調子はどう|今日はどんな感じ|ねむい|楽しい") }}{{ pick("|、今日は|、いま|、けさは|、金魚") }}？
 assistant: {{ pick(lexicon.moods) }}だよ。{{ pick("水がきもちいい。|いっぱい泳いだ。|泡を見たよ。") }}{{ randint(1, 90) }}。
 """
 JA_TEMPLATES = {"medaka/food.jinja": JA_FOOD, "medaka/mood.jinja": JA_MOOD}

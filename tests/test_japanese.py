@@ -1,0 +1,124 @@
+"""A Japanese persona end to end on tiny configs: generate -> train -> its food word becomes likely
+after its cue -> eval, chat and export work, and transformers' greedy ids equal Guppy's sampler on a
+Japanese prompt. Also: `persona new --from kingyo` scaffolds a Japanese persona that works as-is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli import app
+from guppy.checkpoint import load_model
+from guppy.sampler import complete, generate
+from pipeline.personas import load_persona
+from tests.conftest import write_persona
+from tests.test_language import JA_PERSONA, JA_TEMPLATES
+
+runner = CliRunner()
+MICRO = dict(n_layer=2, n_head=2, d_model=64, d_ff=256, context=64)
+CUE = "おなかすいた？"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """personas/medaka.yaml, 3,000 conversations and a micro model trained 300 steps; cwd is the folder."""
+    from guppy.model import PRESETS
+    from guppy.train import train
+
+    root = tmp_path_factory.mktemp("ja")
+    write_persona(root, JA_PERSONA, JA_TEMPLATES)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setitem(PRESETS, "micro", MICRO)
+        result = runner.invoke(app, ["generate-data", "medaka", "--n", "3000"])
+        assert result.exit_code == 0, result.output
+        train(persona="medaka", preset="micro", max_steps=300, batch_size=16, lr=1e-2, min_lr=1e-3, warmup_steps=10,
+              eval_every=60, eval_batches=2, log_every=10, vocab_size=400, progress=False)
+        yield root
+
+
+def test_japanese_data_is_rendered_without_spaces_and_split_leak_free(world):
+    from pipeline.split import normalize_prompt
+
+    dd = datasets.load_from_disk(str(world / "runs/medaka/data"))
+    replies = [m["content"] for row in dd["train"]["messages"] for m in row if m["role"] == "assistant"]
+    assert not any(" " in r for r in replies)
+    train = {normalize_prompt(m[0]["content"]) for m in dd["train"]["messages"]}
+    test = {normalize_prompt(m[0]["content"]) for m in dd["test"]["messages"]}
+    assert test and not train & test
+
+
+def test_the_food_word_becomes_likely_after_its_cue_and_eval_scores_it(world):
+    from guppy.report import evaluate
+
+    report = evaluate(persona="medaka", samples=2)
+    food = report["associations"]["food"]
+    assert food["hit_rate"]["ceiling"] > 0.95 and food["hit_rate"]["model"] > 0.5
+    # Food words far likelier after the cue than after other prompts (a token that starts with one,
+    # エサが, counts), and than for an untrained model. The hit rate's floor is higher in Japanese:
+    # a food word is found anywhere in a reply, so random tokens hold one more often.
+    assert food["lift"]["model"] > 0.3 and food["lift"]["model"] > food["lift"]["floor"] + 0.3, food
+    assert food["hit_rate"]["model"] > food["hit_rate"]["floor"] + 0.2 and report["persona_score"] > 0.5
+    assert report["style"]["model"]["all"] > 0.8  # lengths counted in characters
+    # distinct-2 over characters: split at spaces, every reply would be one "word", with no pairs at all
+    assert 0 < report["diversity"]["ceiling"]["distinct_2"] < 0.5
+
+
+def test_chat_answers_in_japanese(world):
+    result = runner.invoke(app, ["chat", "medaka", "--prompt", CUE, "--seed", "0"])
+    assert result.exit_code == 0, result.output
+    reply = result.output.strip()
+    assert any("\u3040" <= ch <= "\u30ff" or "\u4e00" <= ch <= "\u9fff" for ch in reply), reply
+
+
+def test_transformers_greedy_ids_equal_guppys_sampler_on_a_japanese_prompt(world):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from guppy.export import export
+
+    folder, = export(persona="medaka")
+    hf, tok = AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+    model, tokenizer, _ = load_model(world / "runs/medaka")
+    chat = [{"role": "user", "content": CUE}]
+    inputs = tok.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    prompt = inputs["input_ids"][0].tolist()
+    assert prompt == tokenizer.encode_prompt(chat)
+    mine = torch.stack(list(generate(model, [prompt], max_new_tokens=24, temperature=0.0, stop_id=tokenizer.im_end_id)),
+                       dim=1)[0].tolist()
+    theirs = hf.generate(**inputs, do_sample=False, max_new_tokens=24)[0, len(prompt):].tolist()
+    assert theirs == mine and mine[-1] == tokenizer.im_end_id
+    reply = tokenizer.decode(mine)
+    assert reply == complete(model, tokenizer, [CUE], temperature=0.0, max_new_tokens=24)[0]
+    assert any("\u3040" <= ch <= "\u9fff" for ch in reply), reply
+
+
+def test_compare_scores_the_japanese_persona_against_an_english_one(world):
+    from guppy.report import compare
+    from guppy.train import train
+
+    write_persona(world)  # the English mini fish beside it, trained briefly
+    assert runner.invoke(app, ["generate-data", "mini", "--n", "1500"]).exit_code == 0
+    train(persona="mini", preset="micro", max_steps=60, batch_size=16, lr=1e-2, warmup_steps=10, eval_every=60,
+          eval_batches=1, log_every=10, vocab_size=400, progress=False)
+    matrix = compare(personas=["medaka", "mini"], samples=1)["matrix"]  # rows: models; columns: personas
+    assert matrix["medaka"]["medaka"] > matrix["mini"]["medaka"] + 0.3  # English words never hit Japanese ones
+    assert matrix["medaka"]["medaka"] > matrix["medaka"]["mini"] + 0.3
+
+
+def test_new_persona_from_kingyo_is_japanese_and_works_as_is(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["persona", "new", "koi", "--from", "kingyo"])
+    assert result.exit_code == 0, result.output
+    spec = load_persona("koi").spec
+    assert spec.name == "koi" and spec.language == "ja"
+    assert {t.template.split("/")[0] for t in spec.topics.values()} == {"koi"}
+    for template in (tmp_path / "templates" / "koi").glob("*.jinja"):
+        assert '"kingyo/' not in template.read_text(encoding="utf-8")
+    result = runner.invoke(app, ["generate-data", "koi", "--n", "500", "--out", "data"])
+    assert result.exit_code == 0, result.output
+    train = datasets.load_from_disk("data")["train"]
+    assert set(train["persona"]) == {"koi"} and "ごはん" in "".join(m[-1]["content"] for m in train["messages"])
