@@ -240,8 +240,10 @@ def score_model(model, tokenizer, spec: Persona, data: EvalData | None, *, sampl
     """Every figure for one model on one persona spec (lift and bits/byte only `with_lift`)."""
     model.eval()
     prompts = association_prompts(spec, data, seed)
-    replies = sample_replies(model, tokenizer, prompts, samples=samples, seed=seed,
-                             max_new_tokens=reply_budget(tokenizer, data))
+    # An unspaced language matches a word anywhere in a reply, so the floor's random tokens must stop at the
+    # data's reply length; English keeps 48 tokens, the budget its published scores were measured with.
+    budget = 48 if is_spaced(spec.language) else reply_budget(tokenizer, data)
+    replies = sample_replies(model, tokenizer, prompts, samples=samples, seed=seed, max_new_tokens=budget)
     figures = reply_figures(spec, replies, data.train_replies if data else set())
     if with_lift:
         figures["lift"] = lift(model, tokenizer, spec, prompts, data)
