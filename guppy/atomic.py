@@ -47,8 +47,11 @@ LAYOUTS: dict[str, tuple[set[str], set[str]]] = {  # kind -> (must have, may hav
     "compare": ({"matrix.json"}, {"matrix.png"}),
     "hf": ({"config.json", "model.safetensors"}, TOKENIZER_FILES | {"generation_config.json", "README.md"}),
     "hf-dataset": ({"README.md", "data", "persona.yaml"}, set()),
+    "inspect": ({"inspect.json"}, {"inspect.md", "attention_grid.png", "persona_word.png"}),
+    "onnx": ({"model.onnx"}, {"model.int8.onnx"} | TOKENIZER_FILES),
+    "web": ({"index.html"}, set()),
     "run": (set(), {"data", "tokenizer", "ckpt", "train_config.json", "metrics.jsonl", "loss.png", "eval", "hf",
-                    "hf-dataset"}),
+                    "hf-dataset", "inspect", "onnx", "web", "screenshots"}),
 }
 # Our own hidden entries beside or inside an output: the marker, locks, leftovers of a write.
 _OURS_HIDDEN = re.compile(r"^(\.guppy\.json|\..+\.lock|\..+\.(tmp|old|fresh)-\d+)$")

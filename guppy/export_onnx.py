@@ -189,7 +189,7 @@ def export_onnx(*, persona: str, run: Path | None = None, out: Path | None = Non
     if out.exists() and not overwrite:
         raise GuppyError(f"{out}: already exists; pass --overwrite to replace it")
     model, tokenizer, _ = load_model(paths.root)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, kind="onnx", overwrite=overwrite) as tmp:
         meta = write_folder(model, tokenizer, tmp, persona=name)
     return {**meta, "out": str(out)}
 

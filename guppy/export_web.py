@@ -46,7 +46,7 @@ def export_web(*, persona: str, run: Path | None = None, out: Path | None = None
         raise RuntimeError(f"{WEB / 'vendor'} lacks {', '.join(missing)}; run guppy/web/vendor/refresh.sh")
     model, tokenizer, _ = load_model(paths.root)
     spec = run_persona(persona, paths)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, kind="web", overwrite=overwrite) as tmp:
         meta = write_folder(model, tokenizer, tmp, persona=name)
         for f in PAGE:
             shutil.copy(WEB / f, tmp / f)

@@ -184,7 +184,7 @@ def inspect(*, persona: str, run: Path | None = None, prompt: str, temperature: 
 
     from guppy import inspect_charts as charts
 
-    with atomic_dir(out, overwrite=True) as tmp:
+    with atomic_dir(out, kind="inspect", overwrite=True) as tmp:
         charts.attention_grid(t, tmp / "attention_grid.png", title=f"{name}: {prompt!r} -> {t.reply!r}")
         charts.four_steps(t, layer, head, c.d_model // c.n_head, tmp / f"steps_L{layer}_H{head}.png")
         if found is not None:

@@ -8,25 +8,26 @@ from pathlib import Path
 
 import datasets
 import pytest
+
+from guppy.presets import PRESETS
 import torch
 from typer.testing import CliRunner
 
 from cli import app
 from guppy.checkpoint import load_model
 from guppy.sampler import complete, generate
-from pipeline.personas import load_persona
+from guppy.personas import load_persona
 from tests.conftest import write_persona
 from tests.test_language import JA_PERSONA, JA_TEMPLATES
 
 runner = CliRunner()
-MICRO = dict(n_layer=2, n_head=2, d_model=64, d_ff=256, context=64)
+MICRO = dict(PRESETS["tiny"], about="tests only", n_layer=2, n_head=2, d_model=64, d_ff=256, context=64)
 CUE = "おなかすいた？"
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
     """personas/medaka.yaml, 3,000 conversations and a micro model trained 300 steps; cwd is the folder."""
-    from guppy.model import PRESETS
     from guppy.train import train
 
     root = tmp_path_factory.mktemp("ja")
@@ -42,7 +43,7 @@ def world(tmp_path_factory) -> Path:
 
 
 def test_japanese_data_is_rendered_without_spaces_and_split_leak_free(world):
-    from pipeline.split import normalize_prompt
+    from guppy.split import normalize_prompt
 
     dd = datasets.load_from_disk(str(world / "runs/medaka/data"))
     replies = [m["content"] for row in dd["train"]["messages"] for m in row if m["role"] == "assistant"]
