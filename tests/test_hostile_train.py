@@ -162,7 +162,7 @@ def test_run_with_a_bad_preset_or_steps_leaves_the_data_alone(tmp_path, monkeypa
     before = (data / "train" / "dataset_info.json").read_bytes(), (data / "persona.yaml").stat().st_mtime_ns
     one_line_error(runner.invoke(app, ["run", str(persona), "--preset", "NOSUCH", "--n", "100"]), "is not one of")
     one_line_error(runner.invoke(app, ["run", str(persona), "--max-steps", "0", "--n", "100"]), "max_steps")
-    one_line_error(runner.invoke(app, ["run", str(persona), "--n", "-3"]), "--n -3")
+    one_line_error(runner.invoke(app, ["run", str(persona), "--n", "-3"]), "'--n'")
     assert ((data / "train" / "dataset_info.json").read_bytes(), (data / "persona.yaml").stat().st_mtime_ns) == before
 
 
