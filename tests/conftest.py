@@ -49,6 +49,15 @@ def write_persona(root: Path, spec: dict | None = None, templates: dict[str, str
     return path
 
 
+def one_line_error(result, *needles):
+    """A CLI result that is a user's mistake: exit 2, one `error:` line holding every needle, no traceback."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert all(n in lines[0] for n in needles), result.output
+
+
 @pytest.fixture
 def mini(tmp_path) -> Path:
     return write_persona(tmp_path)

@@ -15,18 +15,10 @@ from typer.testing import CliRunner
 from cli import app
 from guppy.atomic import MARKER, atomic_dir, check_replaceable, clean_leftovers
 from guppy.errors import GuppyError
-from tests.conftest import write_persona
+from tests.conftest import one_line_error, write_persona
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def one_line_error(result, *needles):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert all(n in lines[0] for n in needles), result.output
 
 
 def generate(persona, out, *extra):

@@ -15,7 +15,7 @@ from guppy.errors import GuppyError
 from pipeline.budget import RenderBudget
 from guppy.personas import load_persona
 from pipeline.render import Renderer
-from tests.conftest import FOOD, MINI_PERSONA, MOOD, write_persona
+from tests.conftest import FOOD, MINI_PERSONA, MOOD, one_line_error, write_persona
 
 runner = CliRunner()
 SECRET = "-----BEGIN OPENSSH PRIVATE KEY----- not for the dataset"
@@ -24,14 +24,6 @@ SECRET = "-----BEGIN OPENSSH PRIVATE KEY----- not for the dataset"
 def renderer_for(tmp_path, mood: str, extra: dict[str, str] | None = None, seconds: float = 0.5) -> Renderer:
     persona = write_persona(tmp_path, None, {"mini/food.jinja": FOOD, "mini/mood.jinja": mood, **(extra or {})})
     return Renderer(load_persona(persona), seed=0, budget=RenderBudget(seconds=seconds))
-
-
-def one_line_error(result, *needles):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert all(n in lines[0] for n in needles), result.output
 
 
 # ---------------------------------------------------------------------------------- files

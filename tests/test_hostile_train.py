@@ -18,25 +18,12 @@ from guppy.checkpoint import load_model
 from guppy.errors import GuppyError
 from guppy.tokenizer import ChatTokenizer
 from guppy.train import train
-from tests.conftest import write_persona
-from tests.test_data import save_corpus, write_jsonl
+from tests.conftest import one_line_error, write_persona
+from tests.test_data import write_jsonl
 from tests.test_train import FAST, MICRO, ROOT
+from tests.test_train import corpus, micro_preset  # noqa: F401 (fixtures, shared with the trainer's tests)
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def micro_preset():
-    from guppy.presets import PRESETS
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(PRESETS, "micro", MICRO)
-        yield
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    return save_corpus(tmp_path_factory.mktemp("fish") / "data")
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +43,6 @@ def copy_of(run: Path, tmp_path: Path) -> Path:
 def fingerprints(run: Path) -> tuple:
     model_bytes = (run / "ckpt" / "best" / "model.safetensors").read_bytes()
     return ChatTokenizer.load(run / "tokenizer").fingerprint(), model_bytes, (run / "metrics.jsonl").read_text()
-
-
-def one_line_error(result, *needles):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert all(n in lines[0] for n in needles), result.output
 
 
 FRESH_RUN_KILLED = """
