@@ -265,6 +265,7 @@ def train_options(command):
     its description as the help, so a new field is one edit there. The command receives them as
     **config, None where the user gave none (the preset's value, or the field's default, then holds)."""
     import inspect
+    import types
     from typing import Literal, Union, get_args, get_origin
 
     from guppy.config import TrainConfig
@@ -274,7 +275,7 @@ def train_options(command):
     fields = TrainConfig.model_fields
     for name in ["preset", *(f for f in fields if f != "preset")]:
         field, kind = fields[name], fields[name].annotation
-        if get_origin(kind) in (Union, getattr(__import__("types"), "UnionType", Union)):  # float | None
+        if get_origin(kind) in (Union, types.UnionType):  # float | None
             kind = next(a for a in get_args(kind) if a is not type(None))
         help = field.description
         if name == "preset":
