@@ -33,16 +33,20 @@ from guppy.train import train
 job = json.loads({job!r})
 started = time.perf_counter()
 summary = train(persona="guppy", data={data!r}, out={out!r}, progress=False, **job)
-report = evaluate(persona="guppy", run={out!r}, samples=4, seed=0)
+reports = [evaluate(persona="guppy", run={out!r}, samples=4, seed=s) for s in {eval_seeds!r}]
+scores = sorted(r["persona_score"] for r in reports)
 print("RESULT " + json.dumps({{"job": job, "best_test_loss": summary["best_test_loss"], "best_step": summary["best_step"],
-      "train_s": summary["wall_s"], "tokens_per_s": summary["tokens_per_s"], "persona_score": report["persona_score"]}}))
+      "train_s": summary["wall_s"], "tokens_per_s": summary["tokens_per_s"], "persona_score": scores[len(scores) // 2],
+      "persona_scores": [r["persona_score"] for r in reports],
+      "associations": {{a: v["score"] for a, v in reports[0]["associations"].items()}}}}))
 """
 
 
-def run_job(job: dict, *, data: Path, threads: int, folder: Path) -> dict:
+def run_job(job: dict, *, data: Path, threads: int, folder: Path, eval_seeds: list[int]) -> dict:
     out = Path(tempfile.mkdtemp(prefix="run", dir=folder))
     (out / "data").symlink_to(data.resolve())  # guppy eval reads the run's data/
-    code = JOB.format(root=str(ROOT), threads=threads, job=json.dumps(job), data=str(data), out=str(out))
+    code = JOB.format(root=str(ROOT), threads=threads, job=json.dumps(job), data=str(data), out=str(out),
+                      eval_seeds=eval_seeds)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=folder)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -50,24 +54,27 @@ def run_job(job: dict, *, data: Path, threads: int, folder: Path) -> dict:
     return {"job": job, "error": done.stderr[-800:]}
 
 
-def run_all(jobs: list[dict], *, data: Path, threads: int, parallel: int, folder: Path) -> list[dict]:
+def run_all(jobs: list[dict], *, data: Path, threads: int, parallel: int, folder: Path,
+            eval_seeds: list[int]) -> list[dict]:
     """Results in the jobs' order; each printed as soon as it is done."""
     with ThreadPoolExecutor(parallel) as pool:
-        futures = [pool.submit(run_job, j, data=data, threads=threads, folder=folder) for j in jobs]
+        futures = [pool.submit(run_job, j, data=data, threads=threads, folder=folder, eval_seeds=eval_seeds)
+                   for j in jobs]
         for done in as_completed(futures):
             print(json.dumps(done.result()), flush=True)
     return [f.result() for f in futures]
 
 
 def table(results: list[dict]) -> None:
-    print(f"\n| {'job':<70} | held-out (step) | persona | train s | tokens/s |")
-    print(f"|{'-' * 72}|-----------------|---------|---------|----------|")
+    print(f"\n| {'job':<70} | held-out (step) | persona (median of eval seeds) | train s | tokens/s |")
+    print(f"|{'-' * 72}|-----------------|--------------------------------|---------|----------|")
     for r in results:
         name = json.dumps(r["job"])
         if "error" in r:
             print(f"| {name:<70} | error: {r['error'].splitlines()[-1][:60] if r['error'] else '?'}")
             continue
-        print(f"| {name:<70} | {r['best_test_loss']:.3f} ({r['best_step']:>5}) | {r['persona_score']:.2f}    "
+        print(f"| {name:<70} | {r['best_test_loss']:.3f} ({r['best_step']:>5}) | {r['persona_score']:.2f} "
+              f"{'(' + ' '.join(f'{x:.2f}' for x in r['persona_scores']) + ') ' if len(r['persona_scores']) > 1 else ''}"
               f"| {r['train_s']:7.0f} | {r['tokens_per_s']:8,.0f} |")
 
 
@@ -79,18 +86,21 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="device of every job (a GPU machine would pick cuda on auto)")
     ap.add_argument("--parallel", type=int, default=1, help="jobs at a time")
     ap.add_argument("--presets", default="tiny,small", help="presets of the default A/B table")
+    ap.add_argument("--eval-seeds", default="0", help="score each run with these eval seeds; the table shows the median")
     ap.add_argument("--keep", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         args.job = [{"device": args.device, **j} for j in args.job]
+        common = dict(data=args.data, threads=args.threads, parallel=args.parallel, folder=folder,
+                      eval_seeds=[int(s) for s in args.eval_seeds.split(",")])
         if args.job:
-            table(run_all(args.job, data=args.data, threads=args.threads, parallel=args.parallel, folder=folder))
+            table(run_all(args.job, **common))
             return
         presets = args.presets.split(",")
         equal_steps = [{"preset": p, "optimizer": o, "device": args.device} for p in presets for o in ("adamw", "muon")]
-        first = run_all(equal_steps, data=args.data, threads=args.threads, parallel=args.parallel, folder=folder)
+        first = run_all(equal_steps, **common)
         from guppy.presets import PRESETS
 
         equal_time = []
@@ -101,7 +111,7 @@ def main() -> None:
             if "error" not in adamw and "error" not in muon:  # AdamW's steps in Muon's training time
                 steps = round(steps * muon["train_s"] / adamw["train_s"] / 10) * 10
             equal_time.append({"preset": p, "optimizer": "adamw", "max_steps": steps, "device": args.device})
-        second = run_all(equal_time, data=args.data, threads=args.threads, parallel=args.parallel, folder=folder)
+        second = run_all(equal_time, **common)
         table(first + second)
 
 
