@@ -156,3 +156,32 @@ def test_playground_in_headless_chromium(web, mini_run, tmp_path):
     reply = onnx_greedy(session(web / INT8), model.config, ids, stop_id=tokenizer.im_end_id,
                         max_new_tokens=min(64, model.config.context // 2))
     assert int8 == tokenizer.decode([i for i in reply if i != tokenizer.im_end_id]).strip()
+
+
+@needs_chromium
+def test_playground_speaks_japanese_as_guppy_chat_does(tmp_path, monkeypatch):
+    """A Japanese persona's page: the same prompt ids as Python, and the same greedy reply, typed in Japanese."""
+    from guppy.presets import PRESETS
+    from guppy.train import train
+    from tests.conftest import write_persona
+    from tests.test_japanese import CUE, MICRO
+    from tests.test_language import JA_PERSONA, JA_TEMPLATES
+
+    write_persona(tmp_path, JA_PERSONA, JA_TEMPLATES)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(PRESETS, "micro", MICRO)
+    assert runner.invoke(app, ["generate-data", "medaka", "--n", "1500"]).exit_code == 0
+    train(persona="medaka", preset="micro", max_steps=60, batch_size=16, lr=1e-2, warmup_steps=10, eval_every=60,
+          eval_batches=1, log_every=10, vocab_size=400, progress=False)
+    run = tmp_path / "runs" / "medaka"
+    export_web(persona="medaka", run=run, out=tmp_path / "web")
+    model, tokenizer, _ = load_model(run)
+    questions = [CUE, "おやすみ、メダカ"]
+    want = python_chat(model, tokenizer, questions)
+    assert any("\u3040" <= ch <= "\u9fff" for ch in "".join(want)), want  # the model answers in Japanese
+    chat = [{"role": "user", "content": "ＡＢＣ　ｶﾀｶﾅ、ごはん？"}]  # full-width Latin, half-width kana, ideographic space
+    with browser.served(tmp_path / "web") as url, browser.chromium() as page:
+        page.get(url)
+        assert browser.wait_state(page) == "ready", page.find_element("id", "status").text
+        assert page.execute_script("return window.guppy.encodePrompt(arguments[0])", chat) == tokenizer.encode_prompt(chat)
+        assert [browser.ask(page, q, temperature=0) for q in questions] == want
