@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 
 from guppy.atomic import atomic_dirs, check_output
 from guppy.checkpoint import load_model, persona_name, persona_run
+from guppy.dataset_format import data_file, data_files, split_sizes
 from guppy.errors import GuppyError
 from guppy.paths import RunPaths
 
@@ -262,14 +263,11 @@ def split_card(text: str, path: Path) -> tuple[dict, str]:
 def write_dataset(dd, data: Path, tmp: Path) -> None:
     """A generate-data DatasetDict as a Hub dataset repository in `tmp`: data/*.parquet + README.md card."""
     meta, body = split_card(read_text(data / "README.md"), data / "README.md")
-    # The Hub reads a split's size only with num_bytes too (else `datasets` warns and ignores it).
-    meta.setdefault("dataset_info", {})["splits"] = [
-        {"name": s, "num_bytes": ds.data.nbytes, "num_examples": len(ds)} for s, ds in dd.items()]
-    meta["configs"] = [{"config_name": "default",
-                        "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in dd]}]
+    meta.setdefault("dataset_info", {})["splits"] = split_sizes(dd)
+    meta["configs"] = data_files(dd, "parquet")
     (tmp / "data").mkdir()
     for split, ds in dd.items():
-        ds.to_parquet(str(tmp / "data" / f"{split}-00000-of-00001.parquet"))
+        ds.to_parquet(str(tmp / data_file(split, "parquet")))
     (tmp / "README.md").write_text("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + body, encoding="utf-8")
     if (data / "persona.yaml").exists():  # the card points to it
         shutil.copy(data / "persona.yaml", tmp / "persona.yaml")
