@@ -379,7 +379,7 @@ def inspect(
 
 # ---------------------------------------------------------------------------------- evaluation
 
-SAMPLES_PER_PROMPT = 4  # guppy.report.SAMPLES_PER_PROMPT (not imported here: it pulls in torch)
+SAMPLES_PER_PROMPT = 4  # guppy.evaluate.SAMPLES_PER_PROMPT (not imported here: it pulls in torch)
 SamplesOpt = Annotated[int, typer.Option(help="Sampled replies per prompt (eval and compare use the same, so a model gets one score).")]
 
 
@@ -388,7 +388,7 @@ def eval_(persona: PersonaArg, run: RunOpt = None, samples: SamplesOpt = SAMPLES
     """Measure how strongly the persona shows in a trained model: writes runs/PERSONA/eval/report.{json,md}."""
     import time
 
-    from guppy.report import evaluate
+    from guppy.evaluate import evaluate
 
     _quiet_datasets()
     started = time.perf_counter()
@@ -399,12 +399,12 @@ def eval_(persona: PersonaArg, run: RunOpt = None, samples: SamplesOpt = SAMPLES
 
 
 def print_eval_report(report: dict, seconds: float) -> None:
-    table = Table("association", "kind", "floor", "model", "ceiling", "score", "lift (nats)",
-                  title=f"{report['persona']}: persona score {report['persona_score']:.2f}")
-    for name, a in report["associations"].items():
-        h = a["hit_rate"]
-        table.add_row(name, a["kind"], f"{h['floor']:.0%}", f"[bold]{h['model']:.0%}[/]", f"{h['ceiling']:.0%}",
-                      f"{a['score']:.2f}", f"{a['lift']['model']:+.2f}")
+    from guppy.report import hit_rate_table
+
+    header, rows = hit_rate_table(report, bold=lambda s: f"[bold]{s}[/]")
+    table = Table(*header, title=f"{report['persona']}: persona score {report['persona_score']:.2f}")
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
     s, d, b = report["style"], report["diversity"], report["bits_per_byte"]
     console.print(f"style kept: {s['model']['all']:.0%} (data {s['ceiling']['all']:.0%})  "
@@ -421,7 +421,7 @@ def compare(
     out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: runs/compare.")] = None,
 ):
     """Score every persona's model against every persona spec; the diagonal should dominate."""
-    from guppy.report import compare as run
+    from guppy.evaluate import compare as run
 
     _quiet_datasets()
     with console.status("scoring every model against every persona"):

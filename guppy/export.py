@@ -26,6 +26,7 @@ from guppy.checkpoint import load_model, persona_name, persona_run
 from guppy.dataset_format import data_file, data_files, split_sizes
 from guppy.errors import GuppyError
 from guppy.paths import RunPaths
+from guppy.report import hit_rate_table, markdown_table
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
@@ -110,15 +111,14 @@ def model_card(name: str, model, meta: dict, paths: RunPaths) -> str:
     report_path = paths.eval / "report.json"
     report = read_report(report_path) if report_path.exists() else None
     if report is not None:
-        rows = "\n".join(f"| {n} | {a['hit_rate']['floor']:.0%} | **{a['hit_rate']['model']:.0%}** | "
-                         f"{a['hit_rate']['ceiling']:.0%} |" for n, a in report["associations"].items())
+        table = markdown_table(*hit_rate_table(report, bold=lambda s: f"**{s}**", brief=True))
         results = (f"**Persona score {report['persona_score']:.2f}** (`guppy eval`: 1 = as strong as in the "
                    f"training data, 0 = an untrained model). Bits per byte on held-out replies: "
                    f"{report['bits_per_byte']['model']:.3f} (untrained {report['bits_per_byte']['floor']:.2f}); "
                    f"replies in the persona's style: {report['style']['model']['all']:.0%} "
                    f"(data {report['style']['ceiling']['all']:.0%}).\n\n"
                    f"Share of replies that show each association:\n\n"
-                   f"| association | untrained | model | data |\n|---|---|---|---|\n{rows}\n")
+                   f"{table}\n")
     else:
         results = "Not evaluated yet: run `guppy eval` before exporting to put its figures here.\n"
     return f"""---
