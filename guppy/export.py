@@ -147,9 +147,9 @@ replies only; the tokenizer is a byte-level BPE learned on the same data.
 `PATH` is this folder, or its Hub repository once uploaded.
 
 ```python
-from transformers import pipeline
+import transformers
 
-chat = pipeline("text-generation", model="PATH")
+chat = transformers.pipeline("text-generation", model="PATH")
 print(chat([{{"role": "user", "content": "are you hungry"}}], max_new_tokens=48)[0]["generated_text"][-1]["content"])
 ```
 
