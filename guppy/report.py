@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from guppy.atomic import atomic_dir  # noqa: E402
 from guppy.paths import RunPaths  # noqa: E402
 
-WHO = ("model", "floor", "ceiling")
+WHO = ("model", "floor", "ceiling")  # each figure is given for the model, an untrained one and the data
 
 
 def report_json(spec, figures: dict[str, dict], *, score: float, per: dict[str, float], run: Path, seed: int,
