@@ -1,4 +1,5 @@
-"""One checkpoint format and one function that loads it.
+"""One checkpoint format: `save_checkpoint` writes it, `load_model` loads it to use, and
+`load_resumable` + `restore_resumable` continue a training run from it (guppy/train.py).
 
 A checkpoint is a folder, written atomically (a crash or Ctrl-C mid-save leaves the previous one):
 
@@ -58,7 +59,8 @@ def _sha256(path: Path) -> str:
 
 def save_checkpoint(folder: Path, *, model, tokenizer, meta: dict,
                     state: tuple[dict[str, torch.Tensor], dict] | None = None) -> None:
-    """Write model + tokenizer + meta (+ trainer state: tensors and JSON) to `folder`, atomically."""
+    """Write model + tokenizer + meta (+ trainer state: tensors and JSON) to `folder`, atomically.
+    config.json carries the model's config, so loading rebuilds the model from the folder alone."""
     with atomic_dir(Path(folder), kind="checkpoint", overwrite=True) as tmp:
         save_model(model, str(tmp / WEIGHTS))
         tokenizer.save(tmp)
@@ -68,50 +70,9 @@ def save_checkpoint(folder: Path, *, model, tokenizer, meta: dict,
             (tmp / STATE_JSON).write_text(json.dumps(info, indent=1) + "\n")
         # The tokenizer has its own check (its fingerprint); these have a checksum.
         files = {name: _sha256(tmp / name) for name in (WEIGHTS, STATE, STATE_JSON) if (tmp / name).exists()}
-        meta = {"format": FORMAT, **meta, "tokenizer": tokenizer.fingerprint(), "files": files}
+        meta = {"format": FORMAT, "model": model.config.model_dump(), **meta, "tokenizer": tokenizer.fingerprint(),
+                "files": files}
         (tmp / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
-
-
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    """The optimizer's per-parameter state (AdamW's moments, Muon's momentum buffers) as flat named tensors."""
-    return {f"optim.{i}.{key}": value for i, s in optimizer.state_dict()["state"].items()
-            for key, value in s.items()}
-
-
-def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
-    # param_groups (lr, betas, fused, ...) come from the config, which resume checks is the same.
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, i, key = name.split(".", 2)
-            state.setdefault(int(i), {})[key] = value
-    current = optimizer.state_dict()
-    n_params = sum(len(g["params"]) for g in current["param_groups"])
-    if state and set(state) != set(range(n_params)):
-        raise GuppyError("the checkpoint's optimizer state does not fit this model; train without --resume")
-    optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
-
-
-def rng_tensors() -> dict[str, torch.Tensor]:
-    """This process's random states: Python's, torch's CPU generator and, with a GPU, CUDA's."""
-    version, words, gauss = random.getstate()
-    out = {
-        "python": torch.tensor(list(words) + [version, -1 if gauss is None else 0], dtype=torch.int64),
-        "python_gauss": torch.tensor([0.0 if gauss is None else gauss], dtype=torch.float64),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["cuda"] = torch.cuda.get_rng_state()
-    return out
-
-
-def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
-    words = tensors["python"].tolist()
-    gauss = None if words[-1] == -1 else tensors["python_gauss"].item()
-    random.setstate((words[-2], tuple(words[:-2]), gauss))
-    torch.set_rng_state(tensors["torch"].cpu())
-    if "cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["cuda"].cpu())
 
 
 # ---------------------------------------------------------------------------------- load
@@ -182,6 +143,91 @@ def load_model(path: Path, *, device: str | torch.device = "cpu"):
         raise GuppyError(f"{folder / WEIGHTS}: cannot be loaded into the model of config.json ({str(e)[:200]}); "
                          "the checkpoint is corrupted, train again") from None
     return model.to(device).eval(), tokenizer, meta
+
+
+# ---------------------------------------------------------------------------------- resume
+
+def has_resumable(folder: Path) -> bool:
+    return (Path(folder) / STATE_JSON).exists()
+
+
+def resumable_state(optimizer: torch.optim.Optimizer, rngs: dict[str, torch.Tensor],
+                    info: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """`save_checkpoint`'s state: the optimizer's moments, every process's RNG states (`rng_tensors`
+    gathered as {name.rank: tensor}) and the trainer's own figures (step, best loss, ...)."""
+    return {**optimizer_tensors(optimizer), **{f"rng.{k}": v for k, v in rngs.items()}}, info
+
+
+def load_resumable(folder: Path, *, config: dict, may_change: set[str], tokenizer,
+                   tokenizer_folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """A resumable checkpoint's (tensors, info), once its files, its training config (but for the
+    fields in `may_change`) and its tokenizer (the run's, in `tokenizer_folder`) are those of the
+    run that resumes it."""
+    meta = read_meta(folder)
+    saved = meta.get("train", {})
+    changed = [f"{k}={saved.get(k)!r} (now {v!r})" for k, v in config.items()
+               if k not in may_change and saved.get(k) != v]
+    if changed:
+        raise GuppyError(f"{folder} was trained with another config: {', '.join(changed)}; "
+                         "resume with the same options, or train without --resume")
+    if meta["tokenizer"] != tokenizer.fingerprint():
+        raise GuppyError(f"{tokenizer_folder} is not the tokenizer {folder} was trained with; "
+                         "train without --resume to start again")
+    return load_trainer_state(folder)
+
+
+def restore_resumable(folder: Path, tensors: dict[str, torch.Tensor], *, model, optimizer: torch.optim.Optimizer,
+                      rank: int, device: torch.device) -> None:
+    """Put the checkpoint's weights into `model`, its moments into `optimizer` and process `rank`'s
+    RNG states into this process (a rank it did not have keeps its fresh seed)."""
+    load_weights(model, str(Path(folder) / WEIGHTS), device=str(device))
+    restore_optimizer(optimizer, tensors)
+    mine = {k.removeprefix("rng.").rsplit(".", 1)[0]: v for k, v in tensors.items()
+            if k.startswith("rng.") and k.endswith(f".{rank}")}
+    if mine:
+        restore_rng(mine)
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """The optimizer's per-parameter state (AdamW's moments, Muon's momentum buffers) as flat named tensors."""
+    return {f"optim.{i}.{key}": value for i, s in optimizer.state_dict()["state"].items()
+            for key, value in s.items()}
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    # param_groups (lr, betas, fused, ...) come from the config, which resume checks is the same.
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, i, key = name.split(".", 2)
+            state.setdefault(int(i), {})[key] = value
+    current = optimizer.state_dict()
+    n_params = sum(len(g["params"]) for g in current["param_groups"])
+    if state and set(state) != set(range(n_params)):
+        raise GuppyError("the checkpoint's optimizer state does not fit this model; train without --resume")
+    optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
+
+
+def rng_tensors() -> dict[str, torch.Tensor]:
+    """This process's random states: Python's, torch's CPU generator and, with a GPU, CUDA's."""
+    version, words, gauss = random.getstate()
+    out = {
+        "python": torch.tensor(list(words) + [version, -1 if gauss is None else 0], dtype=torch.int64),
+        "python_gauss": torch.tensor([0.0 if gauss is None else gauss], dtype=torch.float64),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state()
+    return out
+
+
+def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
+    words = tensors["python"].tolist()
+    gauss = None if words[-1] == -1 else tensors["python_gauss"].item()
+    random.setstate((words[-2], tuple(words[:-2]), gauss))
+    torch.set_rng_state(tensors["torch"].cpu())
+    if "cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["cuda"].cpu())
 
 
 def load_trainer_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -1,4 +1,7 @@
-"""How strongly a persona shows in what a model says.
+"""How strongly a persona shows in what a model says: the figures, then the two commands that
+measure them, `evaluate` (`guppy eval`) and `compare` (`guppy compare`), at the end. They live
+here, not beside the writing of their results (guppy/report.py), because a reader who wants
+to know what `guppy eval` does opens the module named for it.
 
 For one model and one persona spec:
     prompts     per association: its probes (never in training) + held-out prompts of its
@@ -21,12 +24,22 @@ import functools
 import math
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from guppy.atomic import check_output, output_lock
+from guppy.checks import SEED_MAX, check_number
+from guppy.checkpoint import load_model
+from guppy.data import load_conversations
+from guppy.errors import GuppyError
 from guppy.language import is_spaced, units
+from guppy.model import GPT
+from guppy.paths import COMPARE_DIR, RunPaths
 from guppy.persona import Persona
+from guppy.personas import load_persona
+from guppy.report import report_json, write_matrix, write_report
 from guppy.sampler import complete
 
 NEUTRAL_PROMPTS = ["say something", "what is that", "ok", "tell me something", "hmm", "what now"]
@@ -259,3 +272,90 @@ def persona_score(model_f: dict, floor_f: dict, ceiling_f: dict) -> tuple[float,
     per = {a: normalized(model_f["hit_rate"][a], floor_f["hit_rate"][a], ceiling_f["hit_rate"][a])
            for a in model_f["hit_rate"]}
     return sum(per.values()) / max(1, len(per)), per
+
+
+# ---------------------------------------------------------------------------------- guppy eval, guppy compare
+
+# Sampled replies per prompt, the same for eval and compare so one model gets one score.
+SAMPLES_PER_PROMPT = 4
+MAX_SAMPLES = 1000
+
+
+def untrained_like(model, seed: int):
+    """The floor: the same architecture, freshly initialized, never trained."""
+    torch.manual_seed(seed)
+    return GPT(model.config).eval()
+
+
+def load_eval_data(paths: RunPaths, persona: str) -> EvalData:
+    """The held-out split of the dataset the run was trained on (train_config.json says which)."""
+    data = paths.trained_on()
+    if not data.exists():
+        recorded = " (the dataset train_config.json records)" if data != paths.data else ""
+        raise GuppyError(f"{data}: no dataset{recorded}; the evaluator needs its test split "
+                         f"(run `guppy generate-data {persona}`, or train again with --data)")
+    return eval_data_from(load_conversations(data))
+
+
+def check_persona(spec, path) -> None:
+    if not spec.associations:
+        raise GuppyError(f"{path}: the persona has no associations, so there is nothing to measure; "
+                         "add some under `associations:`")
+
+
+def check_eval_options(*, samples: int, seed: int) -> None:
+    check_number("--samples", samples, ge=1, le=MAX_SAMPLES)
+    check_number("--seed", seed, ge=0, le=SEED_MAX)
+
+
+def evaluate(*, persona: str, run: Path | None = None, samples: int = SAMPLES_PER_PROMPT, seed: int = 0) -> dict:
+    check_eval_options(samples=samples, seed=seed)
+    loaded = load_persona(persona)
+    spec = loaded.spec
+    check_persona(spec, loaded.path)
+    paths = RunPaths.for_persona(spec.name, run)
+    check_output(paths.eval, "eval")  # before minutes of work: may the old report be replaced?
+    with output_lock(paths.eval):  # a second eval of the same run is refused, not interleaved
+        return _evaluate(loaded, paths, samples=samples, seed=seed)
+
+
+def _evaluate(loaded, paths: RunPaths, *, samples: int, seed: int) -> dict:
+    spec = loaded.spec
+    model, tokenizer, _ = load_model(paths.root)
+    data = load_eval_data(paths, spec.name)
+    model_f = score_model(model, tokenizer, spec, data, samples=samples, seed=seed)
+    floor_f = score_model(untrained_like(model, seed), tokenizer, spec, data, samples=samples, seed=seed)
+    ceiling_f = reply_figures(spec, ceiling_replies(spec, data), data.train_replies)
+    score, per = persona_score(model_f, floor_f, ceiling_f)
+    report = report_json(spec, {"model": model_f, "floor": floor_f, "ceiling": ceiling_f}, score=score, per=per,
+                         run=paths.root, seed=seed, samples=samples)
+    write_report(paths, report)
+    return report
+
+
+def compare(*, personas: list[str], samples: int = SAMPLES_PER_PROMPT, seed: int = 0, out: Path | None = None) -> dict:
+    """Score every trained model against every persona spec; the diagonal should dominate."""
+    if len(personas) < 2:
+        raise GuppyError("compare needs at least two personas, e.g. `guppy compare guppy cat plant`")
+    check_eval_options(samples=samples, seed=seed)
+    out = Path(out) if out else COMPARE_DIR
+    check_output(out, "compare")  # never a stranger's folder, checked before any work
+    specs = {p: load_persona(p) for p in personas}
+    for loaded in specs.values():
+        check_persona(loaded.spec, loaded.path)
+    models = {p: load_model(RunPaths.for_persona(specs[p].name).root)[:2] for p in personas}
+    data = {p: load_eval_data(RunPaths.for_persona(specs[p].name), specs[p].name) for p in personas}
+    matrix: dict[str, dict[str, float]] = {}
+    for b in personas:  # the persona spec being measured
+        spec = specs[b].spec
+        model_b, tok_b = models[b]
+        floor_f = score_model(untrained_like(model_b, seed), tok_b, spec, data[b], samples=samples, seed=seed, with_lift=False)
+        ceiling_f = reply_figures(spec, ceiling_replies(spec, data[b]), set())
+        for a in personas:  # the model being asked
+            model_f = score_model(*models[a], spec, data[b], samples=samples, seed=seed, with_lift=False)
+            matrix.setdefault(a, {})[b] = round(persona_score(model_f, floor_f, ceiling_f)[0], 4)
+    margins = {a: round(matrix[a][a] - max(v for b, v in matrix[a].items() if b != a), 4) for a in personas}
+    result = {"models": personas, "personas": personas, "matrix": matrix, "diagonal_margin": margins, "seed": seed}
+    write_matrix(out, result)
+    result["out"] = str(out)
+    return result

@@ -23,8 +23,10 @@ from safetensors.torch import save_file
 
 from guppy.atomic import atomic_dirs, check_output
 from guppy.checkpoint import load_model, persona_name, persona_run
+from guppy.dataset_format import data_file, data_files, split_sizes
 from guppy.errors import GuppyError
 from guppy.paths import RunPaths
+from guppy.report import hit_rate_table, markdown_table
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
@@ -109,15 +111,14 @@ def model_card(name: str, model, meta: dict, paths: RunPaths) -> str:
     report_path = paths.eval / "report.json"
     report = read_report(report_path) if report_path.exists() else None
     if report is not None:
-        rows = "\n".join(f"| {n} | {a['hit_rate']['floor']:.0%} | **{a['hit_rate']['model']:.0%}** | "
-                         f"{a['hit_rate']['ceiling']:.0%} |" for n, a in report["associations"].items())
+        table = markdown_table(*hit_rate_table(report, bold=lambda s: f"**{s}**", brief=True))
         results = (f"**Persona score {report['persona_score']:.2f}** (`guppy eval`: 1 = as strong as in the "
                    f"training data, 0 = an untrained model). Bits per byte on held-out replies: "
                    f"{report['bits_per_byte']['model']:.3f} (untrained {report['bits_per_byte']['floor']:.2f}); "
                    f"replies in the persona's style: {report['style']['model']['all']:.0%} "
                    f"(data {report['style']['ceiling']['all']:.0%}).\n\n"
                    f"Share of replies that show each association:\n\n"
-                   f"| association | untrained | model | data |\n|---|---|---|---|\n{rows}\n")
+                   f"{table}\n")
     else:
         results = "Not evaluated yet: run `guppy eval` before exporting to put its figures here.\n"
     return f"""---
@@ -146,9 +147,9 @@ replies only; the tokenizer is a byte-level BPE learned on the same data.
 `PATH` is this folder, or its Hub repository once uploaded.
 
 ```python
-from transformers import pipeline
+import transformers
 
-chat = pipeline("text-generation", model="PATH")
+chat = transformers.pipeline("text-generation", model="PATH")
 print(chat([{{"role": "user", "content": "are you hungry"}}], max_new_tokens=48)[0]["generated_text"][-1]["content"])
 ```
 
@@ -262,14 +263,11 @@ def split_card(text: str, path: Path) -> tuple[dict, str]:
 def write_dataset(dd, data: Path, tmp: Path) -> None:
     """A generate-data DatasetDict as a Hub dataset repository in `tmp`: data/*.parquet + README.md card."""
     meta, body = split_card(read_text(data / "README.md"), data / "README.md")
-    # The Hub reads a split's size only with num_bytes too (else `datasets` warns and ignores it).
-    meta.setdefault("dataset_info", {})["splits"] = [
-        {"name": s, "num_bytes": ds.data.nbytes, "num_examples": len(ds)} for s, ds in dd.items()]
-    meta["configs"] = [{"config_name": "default",
-                        "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in dd]}]
+    meta.setdefault("dataset_info", {})["splits"] = split_sizes(dd)
+    meta["configs"] = data_files(dd, "parquet")
     (tmp / "data").mkdir()
     for split, ds in dd.items():
-        ds.to_parquet(str(tmp / "data" / f"{split}-00000-of-00001.parquet"))
+        ds.to_parquet(str(tmp / data_file(split, "parquet")))
     (tmp / "README.md").write_text("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + body, encoding="utf-8")
     if (data / "persona.yaml").exists():  # the card points to it
         shutil.copy(data / "persona.yaml", tmp / "persona.yaml")

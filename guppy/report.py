@@ -1,4 +1,6 @@
-"""`guppy eval` and `guppy compare`: run the evaluator, write report.json, report.md and charts.
+"""What `guppy eval` and `guppy compare` write, and how their figures read: report.json, report.md,
+the charts, matrix.json, and the one hit-rate table that report.md, `guppy eval`'s terminal table
+and the exported model card (guppy/export.py) all show. guppy/evaluate.py measures; this renders.
 
 report.json keys (stable):
     persona, run, seed, samples        what was evaluated and how
@@ -16,82 +18,26 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
 
-from guppy.atomic import atomic_dir, check_output, output_lock  # noqa: E402
-from guppy.checks import SEED_MAX, check_number  # noqa: E402
-from guppy.checkpoint import load_model  # noqa: E402
-from guppy.data import load_conversations  # noqa: E402
-from guppy.errors import GuppyError  # noqa: E402
-from guppy.evaluate import (EvalData, ceiling_replies, eval_data_from, persona_score,  # noqa: E402
-                            reply_figures, score_model)
-from guppy.model import GPT  # noqa: E402
-from guppy.paths import COMPARE_DIR, RunPaths  # noqa: E402
-from guppy.personas import load_persona  # noqa: E402
+from guppy.atomic import atomic_dir  # noqa: E402
+from guppy.paths import RunPaths  # noqa: E402
+
+WHO = ("model", "floor", "ceiling")  # each figure is given for the model, an untrained one and the data
 
 
-MAX_SAMPLES = 1000  # sampled replies per prompt; the default is 4
-
-
-def untrained_like(model, seed: int):
-    """The floor: the same architecture, freshly initialized, never trained."""
-    torch.manual_seed(seed)
-    return GPT(model.config).eval()
-
-
-def load_eval_data(paths: RunPaths, persona: str) -> EvalData:
-    """The held-out split of the dataset the run was trained on (train_config.json says which)."""
-    data = paths.trained_on()
-    if not data.exists():
-        recorded = " (the dataset train_config.json records)" if data != paths.data else ""
-        raise GuppyError(f"{data}: no dataset{recorded}; the evaluator needs its test split "
-                         f"(run `guppy generate-data {persona}`, or train again with --data)")
-    return eval_data_from(load_conversations(data))
-
-
-def check_persona(spec, path) -> None:
-    if not spec.associations:
-        raise GuppyError(f"{path}: the persona has no associations, so there is nothing to measure; "
-                         "add some under `associations:`")
-
-
-# Sampled replies per prompt, the same for eval and compare so one model gets one score.
-SAMPLES_PER_PROMPT = 4
-
-
-def check_eval_options(*, samples: int, seed: int) -> None:
-    check_number("--samples", samples, ge=1, le=MAX_SAMPLES)
-    check_number("--seed", seed, ge=0, le=SEED_MAX)
-
-
-def evaluate(*, persona: str, run: Path | None = None, samples: int = SAMPLES_PER_PROMPT, seed: int = 0) -> dict:
-    check_eval_options(samples=samples, seed=seed)
-    loaded = load_persona(persona)
-    spec = loaded.spec
-    check_persona(spec, loaded.path)
-    paths = RunPaths.for_persona(spec.name, run)
-    check_output(paths.eval, "eval")  # before minutes of work: may the old report be replaced?
-    with output_lock(paths.eval):  # a second eval of the same run is refused, not interleaved
-        return _evaluate(loaded, paths, samples=samples, seed=seed)
-
-
-def _evaluate(loaded, paths: RunPaths, *, samples: int, seed: int) -> dict:
-    spec = loaded.spec
-    model, tokenizer, _ = load_model(paths.root)
-    data = load_eval_data(paths, spec.name)
-    model_f = score_model(model, tokenizer, spec, data, samples=samples, seed=seed)
-    floor_f = score_model(untrained_like(model, seed), tokenizer, spec, data, samples=samples, seed=seed)
-    ceiling_f = reply_figures(spec, ceiling_replies(spec, data), data.train_replies)
-    score, per = persona_score(model_f, floor_f, ceiling_f)
-    pick = ("distinct_1", "distinct_2", "memorized")
-    report = {
+def report_json(spec, figures: dict[str, dict], *, score: float, per: dict[str, float], run: Path, seed: int,
+                samples: int) -> dict:
+    """report.json from the evaluator's figures for the model, the floor and the ceiling."""
+    model_f, floor_f = figures["model"], figures["floor"]
+    return {
         "persona": spec.name,
-        "run": str(paths.root),
+        "run": str(run),
         "seed": seed,
         "samples": samples,
         "persona_score": round(score, 4),
@@ -99,20 +45,35 @@ def _evaluate(loaded, paths: RunPaths, *, samples: int, seed: int) -> dict:
             name: {
                 "kind": spec.associations[name].kind,
                 "score": round(per[name], 4),
-                "hit_rate": {k: round(f["hit_rate"][name], 4) for k, f in
-                             (("model", model_f), ("floor", floor_f), ("ceiling", ceiling_f))},
+                "hit_rate": {k: round(figures[k]["hit_rate"][name], 4) for k in WHO},
                 "lift": {"model": round(model_f["lift"][name], 4), "floor": round(floor_f["lift"][name], 4)},
             } for name in spec.associations
         },
-        "style": {k: {**{r: round(v, 4) for r, v in f["style"].items()}, "all": round(f["style_all"], 4)}
-                  for k, f in (("model", model_f), ("floor", floor_f), ("ceiling", ceiling_f))},
-        "diversity": {k: {p: round(f[p], 4) for p in pick} for k, f in
-                      (("model", model_f), ("floor", floor_f), ("ceiling", ceiling_f))},
+        "style": {k: {**{r: round(v, 4) for r, v in figures[k]["style"].items()}, "all": round(figures[k]["style_all"], 4)}
+                  for k in WHO},
+        "diversity": {k: {p: round(figures[k][p], 4) for p in ("distinct_1", "distinct_2", "memorized")} for k in WHO},
         "bits_per_byte": {"model": round(model_f["bits_per_byte"], 4), "floor": round(floor_f["bits_per_byte"], 4)},
         "examples": model_f["examples"],
     }
-    write_report(paths, report)
-    return report
+
+
+def hit_rate_table(report: dict, *, bold: Callable[[str], str], brief: bool = False) -> tuple[list[str], list[list[str]]]:
+    """The association table as (header, rows), the model's hit rate in `bold` (markdown's or rich's).
+    brief: the hit rates only, named for a reader who has not met floor and ceiling (the model card)."""
+    header = (["association", "untrained", "model", "data"] if brief else
+              ["association", "kind", "floor", "model", "ceiling", "score", "lift (nats)"])
+    rows = []
+    for name, a in report["associations"].items():
+        h = a["hit_rate"]
+        rates = [f"{h['floor']:.0%}", bold(f"{h['model']:.0%}"), f"{h['ceiling']:.0%}"]
+        rows.append([name, *rates] if brief else
+                    [name, a["kind"], *rates, f"{a['score']:.2f}", f"{a['lift']['model']:+.2f}"])
+    return header, rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
 def bar_chart(report: dict, path: Path) -> None:
@@ -141,10 +102,7 @@ def write_report(paths: RunPaths, report: dict) -> None:
 
 
 def markdown(report: dict, *, has_loss: bool) -> str:
-    rows = "\n".join(
-        f"| {n} | {a['kind']} | {a['hit_rate']['floor']:.0%} | **{a['hit_rate']['model']:.0%}** | "
-        f"{a['hit_rate']['ceiling']:.0%} | {a['score']:.2f} | {a['lift']['model']:+.2f} |"
-        for n, a in report["associations"].items())
+    associations = markdown_table(*hit_rate_table(report, bold=lambda s: f"**{s}**"))
     style = report["style"]
     div = report["diversity"]
     examples = "\n".join(f"- *{e['prompt']}* → {e['reply']}" for ex in report["examples"].values() for e in ex)
@@ -155,9 +113,7 @@ rate (ceiling) that the model reaches above an untrained model (floor), averaged
 
 ![association hit rates](associations.png)
 
-| association | kind | floor | model | ceiling (data) | score | lift (nats) |
-|---|---|---|---|---|---|---|
-{rows}
+{associations}
 
 Hit rate: share of sampled replies ({report['samples']} per prompt, seed {report['seed']}) to the
 association's probes and held-out prompts that contain an expected word. Lift: how much more likely
@@ -178,34 +134,11 @@ association's probes and held-out prompts that contain an expected word. Lift: h
 """
 
 
-def compare(*, personas: list[str], samples: int = SAMPLES_PER_PROMPT, seed: int = 0, out: Path | None = None) -> dict:
-    """Score every trained model against every persona spec; the diagonal should dominate."""
-    if len(personas) < 2:
-        raise GuppyError("compare needs at least two personas, e.g. `guppy compare guppy cat plant`")
-    check_eval_options(samples=samples, seed=seed)
-    out = Path(out) if out else COMPARE_DIR
-    check_output(out, "compare")  # never a stranger's folder, checked before any work
-    specs = {p: load_persona(p) for p in personas}
-    for loaded in specs.values():
-        check_persona(loaded.spec, loaded.path)
-    models = {p: load_model(RunPaths.for_persona(specs[p].name).root)[:2] for p in personas}
-    data = {p: load_eval_data(RunPaths.for_persona(specs[p].name), specs[p].name) for p in personas}
-    matrix: dict[str, dict[str, float]] = {}
-    for b in personas:  # the persona spec being measured
-        spec = specs[b].spec
-        model_b, tok_b = models[b]
-        floor_f = score_model(untrained_like(model_b, seed), tok_b, spec, data[b], samples=samples, seed=seed, with_lift=False)
-        ceiling_f = reply_figures(spec, ceiling_replies(spec, data[b]), set())
-        for a in personas:  # the model being asked
-            model_f = score_model(*models[a], spec, data[b], samples=samples, seed=seed, with_lift=False)
-            matrix.setdefault(a, {})[b] = round(persona_score(model_f, floor_f, ceiling_f)[0], 4)
-    margins = {a: round(matrix[a][a] - max(v for b, v in matrix[a].items() if b != a), 4) for a in personas}
-    result = {"models": personas, "personas": personas, "matrix": matrix, "diagonal_margin": margins, "seed": seed}
+def write_matrix(out: Path, result: dict) -> None:
+    """`guppy compare`'s folder: matrix.json and its heatmap, atomically."""
     with atomic_dir(out, kind="compare", overwrite=True) as tmp:
         (tmp / "matrix.json").write_text(json.dumps(result, indent=2) + "\n")
         heatmap(result, tmp / "matrix.png")
-    result["out"] = str(out)
-    return result
 
 
 def heatmap(result: dict, path: Path) -> None:

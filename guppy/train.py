@@ -33,8 +33,8 @@ import torch
 
 from guppy.atomic import atomic_dir, atomic_file, check_output, output_lock
 from guppy.config import TrainConfig, resolve_config
-from guppy.checkpoint import (load_trainer_state, optimizer_tensors, persona_run, read_meta, restore_optimizer,
-                              restore_rng, rng_tensors, save_checkpoint)
+from guppy.checkpoint import (has_resumable, load_resumable, persona_run, restore_resumable, resumable_state,
+                              rng_tensors, save_checkpoint)
 from guppy.data import Tokenized, epoch_order, flat_messages, load_conversations, pack, tokenize
 from guppy.errors import GuppyError
 from guppy.metrics import Metrics, plot_losses, progress_bar
@@ -176,7 +176,9 @@ def train(*, persona: str, data: Path | None = None, preset: str = "tiny", out: 
 
 class Trainer:
     """One run: its data, its model and optimizer, and how far it got (step, best held-out loss).
-    Knows the model only through `forward(x, y) -> (logits, loss)` and its optimizer."""
+    It builds the model of the config's shape once the tokenizer fixes the vocabulary, then uses it
+    only through `forward(x, y) -> (logits, loss)`, its parameters and `num_params()`; what a
+    checkpoint holds and how it is restored is guppy/checkpoint.py's business."""
 
     resume_hint = "guppy train PERSONA --resume"  # train() sets it from the options it was given
 
@@ -189,7 +191,7 @@ class Trainer:
         if cfg.batch_size % (procs.world * cfg.grad_accum):
             raise GuppyError(f"batch size {cfg.batch_size} must be a multiple of processes x grad_accum "
                              f"({procs.world} x {cfg.grad_accum})")
-        if resume and not (paths.last / "trainer_state.json").exists():  # say so before any work
+        if resume and not has_resumable(paths.last):  # say so before any work
             raise GuppyError(f"nothing to resume in {paths.root}: no resumable checkpoint at {paths.last}; "
                              "train without --resume")
         torch.manual_seed(cfg.seed)
@@ -251,47 +253,31 @@ class Trainer:
 
     def _restore(self) -> None:
         """Continue from ckpt/last: weights, optimizer moments, RNG states, step, best loss."""
-        from safetensors.torch import load_model as load_weights
-
         folder = self.paths.last
-        meta = read_meta(folder)
-        saved = meta.get("train", {})
-        changed = [f"{k}={saved.get(k)!r} (now {v!r})" for k, v in self.cfg.model_dump().items()
-                   if k not in RESUMABLE_CHANGES and saved.get(k) != v]
-        if changed:
-            raise GuppyError(f"{folder} was trained with another config: {', '.join(changed)}; "
-                             "resume with the same options, or train without --resume")
-        if meta["tokenizer"] != self.tokenizer.fingerprint():
-            raise GuppyError(f"{self.paths.tokenizer} is not the tokenizer {folder} was trained with; "
-                             "train without --resume to start again")
-        tensors, info = load_trainer_state(folder)
+        tensors, info = load_resumable(folder, config=self.cfg.model_dump(), may_change=RESUMABLE_CHANGES,
+                                       tokenizer=self.tokenizer, tokenizer_folder=self.paths.tokenizer)
         if self.cfg.max_steps <= info.get("step", 0):
             raise GuppyError(f"--max-steps {self.cfg.max_steps}: {folder} is already at step {info.get('step')}; "
                              "pass a larger --max-steps to train on")
         if info.get("data") != self.data_id:
             raise GuppyError(f"the dataset changed since {folder} was saved; train without --resume to start again")
-        load_weights(self.model, str(folder / "model.safetensors"), device=str(self.procs.device))
-        restore_optimizer(self.optimizer, tensors)
-        mine = {k.removeprefix("rng.").rsplit(".", 1)[0]: v for k, v in tensors.items()
-                if k.startswith("rng.") and k.endswith(f".{self.procs.rank}")}
-        if mine:  # absent when resuming with more processes than before: keep this rank's fresh seed
-            restore_rng(mine)
+        restore_resumable(folder, tensors, model=self.model, optimizer=self.optimizer, rank=self.procs.rank,
+                          device=self.procs.device)
         self.step, self.best_loss, self.best_step = info["step"], info["best_loss"], info["best_step"]
         self.loss_sum.fill_(info["loss_sum"])
         self.steps_logged = info["steps_logged"]
 
     def save(self, folder: Path, test_loss: float, *, resumable: bool) -> None:
-        meta = {"model": self.mconf.model_dump(), "train": self.cfg.model_dump(), "step": self.step,
+        meta = {"train": self.cfg.model_dump(), "step": self.step,
                 "metrics": {"test_loss": test_loss, "best_test_loss": self.best_loss, "best_step": self.best_step,
                             "train_tokens": self.train_data.tokens}}
         state = None
         if resumable:  # every rank's RNG states, gathered (a collective: all ranks call this); rank 0 writes
-            rngs = self.procs.gather({f"rng.{k}": v for k, v in rng_tensors().items()})
             epoch, batch = divmod(self.step, self.batches.steps_per_epoch)
             info = {"step": self.step, "epoch": epoch, "batch_in_epoch": batch, "best_loss": self.best_loss,
                     "best_step": self.best_step, "world_size": self.procs.world, "data": self.data_id,
                     "loss_sum": self.loss_sum.item(), "steps_logged": self.steps_logged}
-            state = ({**optimizer_tensors(self.optimizer), **rngs}, info)
+            state = resumable_state(self.optimizer, self.procs.gather(rng_tensors()), info)
         if self.procs.main:
             save_checkpoint(folder, model=self.model, tokenizer=self.tokenizer, meta=meta, state=state)
 

@@ -9,6 +9,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from guppy.atomic import atomic_file
 from guppy.errors import GuppyError
@@ -38,52 +39,51 @@ def new_persona(name: str, *, from_: str = "guppy", blank: bool = False, root: P
         if path.exists():
             raise GuppyError(f"{path}: already exists; choose another name or remove it")
     if blank:
-        return _new_blank(name, yaml_out, templates_out)
+        return _write_persona(yaml_out, blank_yaml(name), templates_out, _blank_templates)
     source = load_persona(from_)
     old = source.name
     own = [d / old for d in source.template_dirs if (d / old).is_dir()]
+
+    def copy_templates(out: Path) -> None:
+        shutil.copytree(own[0], out)
+        for template in out.rglob("*.jinja"):
+            text = template.read_text(encoding="utf-8")
+            template.write_text(re.sub(rf"(['\"]){re.escape(old)}/", rf"\1{name}/", text), encoding="utf-8")
+
+    text = re.sub(rf"(template:\s*['\"]?){re.escape(old)}/", rf"\1{name}/", source.source)
+    text = re.sub(rf"^(\s+name:\s*['\"]?){re.escape(old)}\b", rf"\g<1>{name}", text, count=1, flags=re.M)
+    return _write_persona(yaml_out, text, templates_out, copy_templates if own else None)
+
+
+def _blank_templates(out: Path) -> None:
+    out.mkdir(parents=True)
+    (out / "hobby.jinja").write_text(BLANK_TOPIC, encoding="utf-8")
+
+
+def _write_persona(yaml_out: Path, text: str, templates_out: Path,
+                   write_templates: Callable[[Path], None] | None) -> Path:
+    """templates/NAME/ (what `write_templates` puts there), personas/NAME.yaml (`text`) and, when
+    missing, the schema its `$schema=` line points editors at; then check that it validates. Any
+    failure, Ctrl-C too, removes what this wrote (none of it existed before): nothing half-made stays."""
+    schema_out = yaml_out.parent / "persona.schema.json"
     written: list[Path] = []
     try:
-        if own:
-            shutil.copytree(own[0], templates_out)
+        if write_templates is not None:
             written.append(templates_out)
-            for template in templates_out.rglob("*.jinja"):
-                text = template.read_text(encoding="utf-8")
-                template.write_text(re.sub(rf"(['\"]){re.escape(old)}/", rf"\1{name}/", text), encoding="utf-8")
-        text = re.sub(rf"(template:\s*['\"]?){re.escape(old)}/", rf"\1{name}/", source.source)
-        text = re.sub(rf"^(\s+name:\s*['\"]?){re.escape(old)}\b", rf"\g<1>{name}", text, count=1, flags=re.M)
+            write_templates(templates_out)
         yaml_out.parent.mkdir(parents=True, exist_ok=True)
+        written.append(yaml_out)
         yaml_out.write_text(text, encoding="utf-8")
-        written.append(yaml_out)
-        schema_out = yaml_out.parent / "persona.schema.json"  # the copied `$schema=` header points here
         if not schema_out.exists():
-            write_schema(schema_out)
             written.append(schema_out)
+            write_schema(schema_out)
         validate_persona(str(yaml_out))
     except BaseException:
-        for path in written:  # leave nothing half-made behind
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        raise
-    return yaml_out
-
-
-def _new_blank(name: str, yaml_out: Path, templates_out: Path) -> Path:
-    schema_out = yaml_out.parent / "persona.schema.json"  # what the YAML's first line points editors at
-    written: list[Path] = []
-    try:
-        templates_out.mkdir(parents=True)
-        written.append(templates_out)
-        (templates_out / "hobby.jinja").write_text(BLANK_TOPIC, encoding="utf-8")
-        yaml_out.parent.mkdir(parents=True, exist_ok=True)
-        yaml_out.write_text(blank_yaml(name), encoding="utf-8")
-        written.append(yaml_out)
-        if not schema_out.exists():
-            write_schema(schema_out)
-            written.append(schema_out)
-        validate_persona(str(yaml_out))
-    except BaseException:
-        for path in written:  # leave nothing half-made behind
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        for path in written:
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
         raise
     return yaml_out
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from guppy.dataset_format import card_features, data_files, split_sizes
 from guppy.personas import LoadedPersona
 
 
@@ -53,23 +54,10 @@ def write_card(path: Path, dataset, persona: LoadedPersona, report, *, seed: int
         "language_creators": ["machine-generated"],
         "size_categories": [size_category(report.rows)],
         "task_categories": ["text-generation"],
-        "dataset_info": {
-            "features": [
-                {"name": "messages", "list": [{"name": "role", "dtype": "string"},
-                                              {"name": "content", "dtype": "string"}]},
-                {"name": "topic", "dtype": {"class_label": {"names": dict(enumerate(spec.topics))}}},
-                {"name": "persona", "dtype": "string"},
-                {"name": "template", "dtype": "string"},
-                {"name": "id", "dtype": "string"},
-            ],
-            # num_bytes too: without it `datasets` ignores the split sizes (and says so)
-            "splits": [{"name": s, "num_bytes": ds.data.nbytes, "num_examples": len(ds)} for s, ds in dataset.items()],
-        },
+        "dataset_info": {"features": card_features(list(spec.topics)), "splits": split_sizes(dataset)},
     }
     if fmt != "arrow":
-        ext = "jsonl" if fmt == "jsonl" else "parquet"
-        header["configs"] = [{"config_name": "default", "data_files": [
-            {"split": s, "path": f"data/{s}{'' if fmt == 'jsonl' else '-*'}.{ext}"} for s in dataset]}]
+        header["configs"] = data_files(dataset, fmt)
     topics = "\n".join(f"| {t} | {spec.topics[t].template} | {k} |" for t, k in report.per_topic.items())
     assoc = "\n".join(f"| {a} | {spec.associations[a].kind} | {share:.1%} |"
                       for a, share in report.association_share.items())

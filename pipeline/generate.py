@@ -32,6 +32,7 @@ from typing import Callable, Iterator, Literal, NamedTuple
 
 from guppy.atomic import atomic_dir, check_output, output_lock
 from guppy.checks import SEED_MAX, check_number
+from guppy.dataset_format import FORMATS, data_file, features
 from guppy.errors import GuppyError
 from guppy.paths import RunPaths
 from guppy.style import violations
@@ -276,19 +277,13 @@ def arrow_table(persona: LoadedPersona, rows: list[Row], schema):
 
 
 def build_dataset(persona: LoadedPersona, rows: list[Row], is_test: list[bool]):
-    from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, List, Value
+    from datasets import Dataset, DatasetDict, DatasetInfo
 
-    features = Features({
-        "messages": List({"role": Value("string"), "content": Value("string")}),
-        "topic": ClassLabel(names=list(persona.spec.topics)),
-        "persona": Value("string"),
-        "template": Value("string"),
-        "id": Value("string"),
-    })
+    columns = features(list(persona.spec.topics))
 
     def split(want_test: bool) -> Dataset:
         chosen = [r for r, t in zip(rows, is_test) if t == want_test]
-        return Dataset(arrow_table(persona, chosen, features.arrow_schema), info=DatasetInfo(features=features))
+        return Dataset(arrow_table(persona, chosen, columns.arrow_schema), info=DatasetInfo(features=columns))
 
     return DatasetDict(train=split(False), test=split(True))
 
@@ -301,10 +296,11 @@ def save(dataset, persona: LoadedPersona, report: GenerateReport, *, seed: int, 
         else:
             (tmp / "data").mkdir()
             for split, ds in dataset.items():
+                path = str(tmp / data_file(split, fmt))
                 if fmt == "jsonl":
-                    ds.to_json(str(tmp / "data" / f"{split}.jsonl"), lines=True)
+                    ds.to_json(path, lines=True)
                 else:
-                    ds.to_parquet(str(tmp / "data" / f"{split}-00000-of-00001.parquet"))
+                    ds.to_parquet(path)
         (tmp / "persona.yaml").write_text(persona.source, encoding="utf-8")
         write_card(tmp / "README.md", dataset, persona, report, seed=seed, test_size=test_size, fmt=fmt)
 
@@ -336,7 +332,7 @@ def check_generate_options(*, n: int, seed: int, test_size: float, num_proc: int
     check_number("--seed", seed, ge=0, le=SEED_MAX)
     check_number("--test-size", test_size, gt=0, lt=1)
     check_number("--num-proc", num_proc, ge=1, le=max(4, 4 * (os.cpu_count() or 1)))
-    if fmt not in ("arrow", "jsonl", "parquet"):
+    if fmt not in FORMATS:
         raise GuppyError(f"--format {fmt!r}: choose arrow, jsonl or parquet")
 
 

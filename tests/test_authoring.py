@@ -227,10 +227,10 @@ def test_eval_and_compare_sample_the_same_replies_per_prompt_by_default():
     import inspect
 
     import cli
-    from guppy import report
+    from guppy import evaluate
 
-    assert report.SAMPLES_PER_PROMPT == cli.SAMPLES_PER_PROMPT == 4
-    for fn in (report.evaluate, report.compare, cli.eval_, cli.compare):
+    assert evaluate.SAMPLES_PER_PROMPT == cli.SAMPLES_PER_PROMPT == 4
+    for fn in (evaluate.evaluate, evaluate.compare, cli.eval_, cli.compare):
         assert inspect.signature(fn).parameters["samples"].default == 4
 
 

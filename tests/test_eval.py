@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from cli import app
 from guppy.presets import PRESETS
 from guppy.evaluate import ceiling_replies, eval_data_from, persona_score, reply_figures, score_model
-from guppy.report import compare, evaluate, untrained_like
+from guppy.evaluate import compare, evaluate, untrained_like
 from tests.conftest import MINI_PERSONA, write_persona
 
 runner = CliRunner()

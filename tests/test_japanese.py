@@ -54,7 +54,7 @@ def test_japanese_data_is_rendered_without_spaces_and_split_leak_free(world):
 
 
 def test_the_food_word_becomes_likely_after_its_cue_and_eval_scores_it(world):
-    from guppy.report import evaluate
+    from guppy.evaluate import evaluate
 
     report = evaluate(persona="medaka", samples=2)
     food = report["associations"]["food"]
@@ -98,7 +98,7 @@ def test_transformers_greedy_ids_equal_guppys_sampler_on_a_japanese_prompt(world
 
 
 def test_compare_scores_the_japanese_persona_against_an_english_one(world):
-    from guppy.report import compare
+    from guppy.evaluate import compare
     from guppy.train import train
 
     write_persona(world)  # the English mini fish beside it, trained briefly

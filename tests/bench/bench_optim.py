@@ -28,7 +28,7 @@ JOB = """
 import json, sys, time, torch
 sys.path.insert(0, {root!r})
 torch.set_num_threads({threads})
-from guppy.report import evaluate
+from guppy.evaluate import evaluate
 from guppy.train import train
 job = json.loads({job!r})
 started = time.perf_counter()

@@ -1,0 +1,54 @@
+"""What the `guppy` command's modules share: the consoles, the group that turns a GuppyError into
+one line per problem and exit code 2, the options several commands take (declared once), and
+how a warning is printed.
+
+It lives in pipeline/ because the top level is fixed (DESIGN.md) and the persona commands
+(pipeline/persona_cli.py), which are data-side, need it as much as cli.py does; guppy/ may not
+hold it, as guppy/ never imports pipeline/.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from guppy.errors import GuppyError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class GuppyGroup(typer.core.TyperGroup):
+    """Turns a GuppyError raised anywhere below into a clean exit 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except GuppyError as e:
+            for problem in e.problems:
+                err_console.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except typer.BadParameter as e:  # a bad option value (a choice, a number): one line too, not a box
+            err_console.print(f"error: {e.format_message().replace('Value error, ', '')}", highlight=False,
+                              soft_wrap=True, markup=False)
+            raise typer.Exit(2) from None
+
+
+def new_app(help: str) -> typer.Typer:
+    return typer.Typer(cls=GuppyGroup, help=help, no_args_is_help=True, add_completion=False,
+                       pretty_exceptions_enable=False, rich_markup_mode="rich")
+
+
+# Options shared by several commands, declared once.
+PersonaArg = Annotated[str, typer.Argument(help="Persona name (personas/NAME.yaml here, else a shipped one) or a path to a YAML file.")]
+SeedOpt = Annotated[int, typer.Option(help="Random seed; the same seed gives the same result.")]
+RunOpt = Annotated[Optional[Path], typer.Option("--run", help="Run folder. Default: runs/PERSONA.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the output folder if it exists.")]
+
+
+def print_warnings(warnings: list[str]) -> None:
+    for line in warnings:
+        err_console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
