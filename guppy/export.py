@@ -79,10 +79,12 @@ def generation_config(tokenizer) -> dict:
             "max_new_tokens": 64}
 
 
-def spec_description(path: Path) -> str:
+def spec_identity(path: Path) -> tuple[str, str]:
+    """The description and the language (BCP 47, default en) of the persona spec kept beside the data."""
     try:
-        return str(yaml.safe_load(read_text(path))["identity"]["description"])
-    except (yaml.YAMLError, TypeError, KeyError):
+        spec = yaml.safe_load(read_text(path))
+        return str(spec["identity"]["description"]), str(spec.get("language", "en"))
+    except (yaml.YAMLError, TypeError, KeyError, AttributeError):
         raise GuppyError(f"{path}: not a readable persona spec; regenerate the dataset beside it") from None
 
 
@@ -101,10 +103,10 @@ def read_report(path: Path) -> dict:
 
 def model_card(name: str, model, meta: dict, paths: RunPaths) -> str:
     c = model.config
-    header = {"license": "mit", "language": ["en"], "library_name": "transformers",
-              "pipeline_tag": "text-generation", "tags": list(dict.fromkeys(["guppy", "persona", name, "gpt2"]))}
     persona_yaml = trained_on(paths) / "persona.yaml"  # generate-data keeps the spec beside the data
-    description = spec_description(persona_yaml) if persona_yaml.is_file() else ""
+    description, language = spec_identity(persona_yaml) if persona_yaml.is_file() else ("", "en")
+    header = {"license": "mit", "language": [language], "library_name": "transformers",
+              "pipeline_tag": "text-generation", "tags": list(dict.fromkeys(["guppy", "persona", name, "gpt2"]))}
     metrics = meta.get("metrics", {})
     training = (f"{meta['step']:,} steps over {metrics['train_tokens']:,} training tokens; held-out loss "
                 f"{metrics['test_loss']:.3f} nats/token.\n" if "step" in meta and "train_tokens" in metrics else "")

@@ -82,6 +82,8 @@ def test_transformers_greedy_ids_equal_guppys_sampler_on_a_japanese_prompt(world
     from guppy.export import export
 
     folder, = export(persona="medaka")
+    card_header = (folder / "README.md").read_text(encoding="utf-8").split("---\n")[1]
+    assert "language:\n- ja\n" in card_header  # the model card names the persona's language, as the data card does
     hf, tok = AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
     model, tokenizer, _ = load_model(world / "runs/medaka")
     chat = [{"role": "user", "content": CUE}]
