@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        folder = args.keep or Path(tmp)
+        folder = (args.keep or Path(tmp)).resolve()  # the jobs run in it: their paths must not be relative
         folder.mkdir(parents=True, exist_ok=True)
         args.job = [{"device": args.device, **j} for j in args.job]
         common = dict(data=args.data, threads=args.threads, parallel=args.parallel, folder=folder,
