@@ -4,6 +4,7 @@ Japanese prompt. Also: `persona new --from kingyo` scaffolds a Japanese persona 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import datasets
@@ -67,6 +68,17 @@ def test_the_food_word_becomes_likely_after_its_cue_and_eval_scores_it(world):
     assert report["style"]["model"]["all"] > 0.8  # lengths counted in characters
     # distinct-2 over characters: split at spaces, every reply would be one "word", with no pairs at all
     assert 0 < report["diversity"]["ceiling"]["distinct_2"] < 0.5
+
+
+def test_kingyo_loves_three_things_of_two_kinds_within_its_sentence_length():
+    from pipeline.authoring import sample_persona
+
+    _, samples = sample_persona("kingyo", topic="love", n=1200)  # about what 60K conversations give it
+    assert not [s.problems for s in samples if s.problems]
+    replies = [r for s in samples for role, r in s.conversation if role == "assistant"]
+    lists = [m for r in replies if (m := re.search(r"好きなものは(.+)と(.+)と\1。", r))]  # ...{f}と{g}と{f}。
+    assert len(lists) > 50
+    assert all(m[1] != m[2] for m in lists), [m[0] for m in lists if m[1] == m[2]]  # three of the longest: 41
 
 
 def test_chat_answers_in_japanese(world):
