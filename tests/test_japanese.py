@@ -70,6 +70,21 @@ def test_the_food_word_becomes_likely_after_its_cue_and_eval_scores_it(world):
     assert 0 < report["diversity"]["ceiling"]["distinct_2"] < 0.5
 
 
+# kingyo's words are found anywhere in a reply, so none may be part of a word that means something else.
+@pytest.mark.parametrize("reply, association, hit", [
+    ("今日もしあわせ。", "water", False),  # あわ (bubbles) is in しあわせ (happy)
+    ("すみずみまで見回りするの。", "water", False),  # みず (water) in すみずみ
+    ("ひとつにえらべないよ。", "water", False),  # えら (gills) in えらべない (can't choose)
+    ("えらで息をするの。", "water", True),
+    ("泡をふくよ。", "water", True),
+    ("赤虫ならいますぐ食べられるよ。", "human_things", False),  # a food line, not confusion
+    ("それって食べられるの？", "human_things", True),
+    ("ごはんがいちばん。", "food", True),
+])
+def test_kingyo_words_match_only_what_they_mean(reply, association, hit):
+    assert load_persona("kingyo").spec.associations[association].hit(reply) is hit
+
+
 def test_kingyo_loves_three_things_of_two_kinds_within_its_sentence_length():
     from pipeline.authoring import sample_persona
 
