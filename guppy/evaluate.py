@@ -13,6 +13,10 @@ For one model and one persona spec:
 The same figures for the training data itself (ceiling) and an untrained model (floor);
 the headline `persona_score` is the mean over associations of
     (model hit rate - floor) / (ceiling - floor), clipped to [0, 1].
+In a language written without spaces the floor's replies are cut to the lengths of the model's
+(score_model's `as_long_as`): there a word is found anywhere, and the tokenizer's tokens are
+phrases of the persona's own replies (kingyo: 459 of 4,096 hold a food word), so a random reply
+hits by its length alone; at equal length the floor measures chance, not verbosity.
 """
 
 from __future__ import annotations
@@ -110,9 +114,9 @@ def reply_figures(spec: Persona, replies_by_assoc: dict[str, list[str]], train_r
 def reply_budget(tokenizer, data: EvalData | None, default: int = 48) -> int:
     """Tokens a sampled reply may have: the 95th percentile of the training replies' lengths.
 
-    A trained model ends its turn by itself; an untrained one (the floor) runs to the limit, and
-    48 random tokens would hold an expected word by chance far more often than a reply of the
-    data's length does: in Japanese, where a word is found anywhere in a reply, most of the time."""
+    A trained model ends its turn by itself; an untrained one (the floor) runs to the limit. Even at
+    this budget a random reply holds a word found anywhere (Japanese) most of the time (kingyo: 92%),
+    so score_model also cuts the floor's replies to the model's lengths (`as_long_as`)."""
     replies = [r for rs in (data.train_by_topic.values() if data else []) for r in rs]
     if not replies:
         return default
@@ -236,15 +240,22 @@ def ceiling_replies(spec: Persona, data: EvalData | None) -> dict[str, list[str]
 
 
 def score_model(model, tokenizer, spec: Persona, data: EvalData | None, *, samples: int, seed: int,
-                with_lift: bool = True) -> dict:
-    """Every figure for one model on one persona spec (lift and bits/byte only `with_lift`)."""
+                with_lift: bool = True, as_long_as: dict[str, list[int]] | None = None) -> dict:
+    """Every figure for one model on one persona spec (lift and bits/byte only `with_lift`).
+
+    as_long_as: for the floor, another model's `reply_chars`; in a language written without spaces,
+    each reply is cut to the length of that model's reply to the same prompt and sample."""
     model.eval()
     prompts = association_prompts(spec, data, seed)
-    # An unspaced language matches a word anywhere in a reply, so the floor's random tokens must stop at the
-    # data's reply length; English keeps 48 tokens, the budget its published scores were measured with.
+    # English keeps 48 tokens and an uncut floor: the yardstick its published scores were measured with.
     budget = 48 if is_spaced(spec.language) else reply_budget(tokenizer, data)
     replies = sample_replies(model, tokenizer, prompts, samples=samples, seed=seed, max_new_tokens=budget)
+    if as_long_as is not None and not is_spaced(spec.language):
+        # An untrained model never ends its turn, and its random tokens are longer than text's (kingyo: 4.5
+        # characters against 3.4): at the token budget it says 94 characters (median) to a trained model's 36.
+        replies = {a: [r[:n] for r, n in zip(rs, as_long_as[a])] for a, rs in replies.items()}
     figures = reply_figures(spec, replies, data.train_replies if data else set())
+    figures["reply_chars"] = {a: [len(r) for r in rs] for a, rs in replies.items()}
     if with_lift:
         figures["lift"] = lift(model, tokenizer, spec, prompts, data)
     if with_lift and data is not None:

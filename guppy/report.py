@@ -85,7 +85,8 @@ def _evaluate(loaded, paths: RunPaths, *, samples: int, seed: int) -> dict:
     model, tokenizer, _ = load_model(paths.root)
     data = load_eval_data(paths, spec.name)
     model_f = score_model(model, tokenizer, spec, data, samples=samples, seed=seed)
-    floor_f = score_model(untrained_like(model, seed), tokenizer, spec, data, samples=samples, seed=seed)
+    floor_f = score_model(untrained_like(model, seed), tokenizer, spec, data, samples=samples, seed=seed,
+                          as_long_as=model_f["reply_chars"])
     ceiling_f = reply_figures(spec, ceiling_replies(spec, data), data.train_replies)
     score, per = persona_score(model_f, floor_f, ceiling_f)
     pick = ("distinct_1", "distinct_2", "memorized")
@@ -194,10 +195,11 @@ def compare(*, personas: list[str], samples: int = SAMPLES_PER_PROMPT, seed: int
     for b in personas:  # the persona spec being measured
         spec = specs[b].spec
         model_b, tok_b = models[b]
-        floor_f = score_model(untrained_like(model_b, seed), tok_b, spec, data[b], samples=samples, seed=seed, with_lift=False)
         ceiling_f = reply_figures(spec, ceiling_replies(spec, data[b]), set())
         for a in personas:  # the model being asked
             model_f = score_model(*models[a], spec, data[b], samples=samples, seed=seed, with_lift=False)
+            floor_f = score_model(untrained_like(model_b, seed), tok_b, spec, data[b], samples=samples, seed=seed,
+                                  with_lift=False, as_long_as=model_f["reply_chars"])  # as long as model a's
             matrix.setdefault(a, {})[b] = round(persona_score(model_f, floor_f, ceiling_f)[0], 4)
     margins = {a: round(matrix[a][a] - max(v for b, v in matrix[a].items() if b != a), 4) for a in personas}
     result = {"models": personas, "personas": personas, "matrix": matrix, "diagonal_margin": margins, "seed": seed}

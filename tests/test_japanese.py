@@ -70,6 +70,35 @@ def test_the_food_word_becomes_likely_after_its_cue_and_eval_scores_it(world):
     assert 0 < report["diversity"]["ceiling"]["distinct_2"] < 0.5
 
 
+def test_the_floor_says_no_more_than_the_model_it_is_the_floor_for(world, monkeypatch):
+    """Random tokens are long phrases of the persona's replies and a word is found anywhere, so an
+    untrained model hits by its length alone; eval cuts its replies to the trained model's, one by one."""
+    from guppy import report
+    from guppy.evaluate import eval_data_from, score_model
+
+    spec = load_persona("medaka").spec
+    data = eval_data_from(datasets.load_from_disk("runs/medaka/data"))
+    model, tokenizer, _ = load_model(world / "runs/medaka")
+    untrained = report.untrained_like(model, 0)
+    uncut = score_model(untrained, tokenizer, spec, data, samples=2, seed=0, with_lift=False)
+    half = {a: [n // 2 for n in ns] for a, ns in uncut["reply_chars"].items()}
+    cut = score_model(untrained, tokenizer, spec, data, samples=2, seed=0, with_lift=False, as_long_as=half)
+    assert cut["reply_chars"] == half
+    nothing = {a: [0] * len(ns) for a, ns in half.items()}  # hits are counted on what is left after the cut
+    assert uncut["hit_rate"]["food"] > 0 and score_model(untrained, tokenizer, spec, data, samples=2, seed=0,
+                                                         with_lift=False, as_long_as=nothing)["hit_rate"]["food"] == 0
+
+    calls = []
+    def recorded(*args, **kwargs):
+        calls.append((kwargs.get("as_long_as"), score_model(*args, **kwargs)))
+        return calls[-1][1]
+    monkeypatch.setattr(report, "score_model", recorded)
+    report.evaluate(persona="medaka", samples=1)
+    (none, model_f), (lengths, floor_f) = calls  # the model, then its floor
+    assert none is None and lengths == model_f["reply_chars"]
+    assert all(f <= m for a in lengths for f, m in zip(floor_f["reply_chars"][a], lengths[a], strict=True))
+
+
 # kingyo's words are found anywhere in a reply, so none may be part of a word that means something else.
 @pytest.mark.parametrize("reply, association, hit", [
     ("今日もしあわせ。", "water", False),  # あわ (bubbles) is in しあわせ (happy)
