@@ -16,6 +16,10 @@ For one model and one persona spec:
 The same figures for the training data itself (ceiling) and an untrained model (floor);
 the headline `persona_score` is the mean over associations of
     (model hit rate - floor) / (ceiling - floor), clipped to [0, 1].
+In a language written without spaces the floor's replies are cut to the lengths of the model's
+(score_model's `as_long_as`): there a word is found anywhere, and the tokenizer's tokens are
+phrases of the persona's own replies (kingyo: 459 of 4,096 hold a food word), so a random reply
+hits by its length alone; at equal length the floor measures chance, not verbosity.
 """
 
 from __future__ import annotations
@@ -123,9 +127,9 @@ def reply_figures(spec: Persona, replies_by_assoc: dict[str, list[str]], train_r
 def reply_budget(tokenizer, data: EvalData | None, default: int = 48) -> int:
     """Tokens a sampled reply may have: the 95th percentile of the training replies' lengths.
 
-    A trained model ends its turn by itself; an untrained one (the floor) runs to the limit, and
-    48 random tokens would hold an expected word by chance far more often than a reply of the
-    data's length does: in Japanese, where a word is found anywhere in a reply, most of the time."""
+    A trained model ends its turn by itself; an untrained one (the floor) runs to the limit. Even at
+    this budget a random reply holds a word found anywhere (Japanese) most of the time (kingyo: 92%),
+    so score_model also cuts the floor's replies to the model's lengths (`as_long_as`)."""
     replies = [r for rs in (data.train_by_topic.values() if data else []) for r in rs]
     if not replies:
         return default
@@ -249,15 +253,22 @@ def ceiling_replies(spec: Persona, data: EvalData | None) -> dict[str, list[str]
 
 
 def score_model(model, tokenizer, spec: Persona, data: EvalData | None, *, samples: int, seed: int,
-                with_lift: bool = True) -> dict:
-    """Every figure for one model on one persona spec (lift and bits/byte only `with_lift`)."""
+                with_lift: bool = True, as_long_as: dict[str, list[int]] | None = None) -> dict:
+    """Every figure for one model on one persona spec (lift and bits/byte only `with_lift`).
+
+    as_long_as: for the floor, another model's `reply_chars`; in a language written without spaces,
+    each reply is cut to the length of that model's reply to the same prompt and sample."""
     model.eval()
     prompts = association_prompts(spec, data, seed)
-    # An unspaced language matches a word anywhere in a reply, so the floor's random tokens must stop at the
-    # data's reply length; English keeps 48 tokens, the budget its published scores were measured with.
+    # English keeps 48 tokens and an uncut floor: the yardstick its published scores were measured with.
     budget = 48 if is_spaced(spec.language) else reply_budget(tokenizer, data)
     replies = sample_replies(model, tokenizer, prompts, samples=samples, seed=seed, max_new_tokens=budget)
+    if as_long_as is not None and not is_spaced(spec.language):
+        # An untrained model never ends its turn, and its random tokens are longer than text's (kingyo: 4.5
+        # characters against 3.4): at the token budget it says 94 characters (median) to a trained model's 36.
+        replies = {a: [r[:n] for r, n in zip(rs, as_long_as[a])] for a, rs in replies.items()}
     figures = reply_figures(spec, replies, data.train_replies if data else set())
+    figures["reply_chars"] = {a: [len(r) for r in rs] for a, rs in replies.items()}
     if with_lift:
         figures["lift"] = lift(model, tokenizer, spec, prompts, data)
     if with_lift and data is not None:
@@ -324,7 +335,8 @@ def _evaluate(loaded, paths: RunPaths, *, samples: int, seed: int) -> dict:
     model, tokenizer, _ = load_model(paths.root)
     data = load_eval_data(paths, spec.name)
     model_f = score_model(model, tokenizer, spec, data, samples=samples, seed=seed)
-    floor_f = score_model(untrained_like(model, seed), tokenizer, spec, data, samples=samples, seed=seed)
+    floor_f = score_model(untrained_like(model, seed), tokenizer, spec, data, samples=samples, seed=seed,
+                          as_long_as=model_f["reply_chars"])
     ceiling_f = reply_figures(spec, ceiling_replies(spec, data), data.train_replies)
     score, per = persona_score(model_f, floor_f, ceiling_f)
     report = report_json(spec, {"model": model_f, "floor": floor_f, "ceiling": ceiling_f}, score=score, per=per,
@@ -349,11 +361,15 @@ def compare(*, personas: list[str], samples: int = SAMPLES_PER_PROMPT, seed: int
     for b in personas:  # the persona spec being measured
         spec = specs[b].spec
         model_b, tok_b = models[b]
-        floor_f = score_model(untrained_like(model_b, seed), tok_b, spec, data[b], samples=samples, seed=seed, with_lift=False)
         ceiling_f = reply_figures(spec, ceiling_replies(spec, data[b]), set())
+        def floor(as_long_as=None):
+            return score_model(untrained_like(model_b, seed), tok_b, spec, data[b], samples=samples, seed=seed,
+                               with_lift=False, as_long_as=as_long_as)
+        floor_f = floor() if is_spaced(spec.language) else None  # unspaced: one floor per model, as long as its replies
         for a in personas:  # the model being asked
             model_f = score_model(*models[a], spec, data[b], samples=samples, seed=seed, with_lift=False)
-            matrix.setdefault(a, {})[b] = round(persona_score(model_f, floor_f, ceiling_f)[0], 4)
+            floor_a = floor_f or floor(as_long_as=model_f["reply_chars"])
+            matrix.setdefault(a, {})[b] = round(persona_score(model_f, floor_a, ceiling_f)[0], 4)
     margins = {a: round(matrix[a][a] - max(v for b, v in matrix[a].items() if b != a), 4) for a in personas}
     result = {"models": personas, "personas": personas, "matrix": matrix, "diagonal_margin": margins, "seed": seed}
     write_matrix(out, result)

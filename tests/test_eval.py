@@ -114,6 +114,23 @@ def test_untrained_scores_at_the_floor_and_held_out_data_at_the_ceiling(world):
     assert persona_score(reply_figures(spec, held_out, set()), floor, ceiling)[0] > 0.9
 
 
+def test_an_english_floor_is_never_cut_to_the_models_lengths(world):
+    """English keeps its yardstick: a word must stand alone there, and the published scores had an uncut floor."""
+    from datasets import load_from_disk
+
+    from guppy.checkpoint import load_model
+    from guppy.personas import load_persona
+
+    spec = load_persona("mini").spec
+    data = eval_data_from(load_from_disk("runs/mini/data"))
+    model, tokenizer, _ = load_model(Path("runs/mini"))
+    untrained = untrained_like(model, 0)
+    uncut = score_model(untrained, tokenizer, spec, data, samples=2, seed=0, with_lift=False)
+    one_char = {a: [1] * len(n) for a, n in uncut["reply_chars"].items()}
+    assert score_model(untrained, tokenizer, spec, data, samples=2, seed=0, with_lift=False, as_long_as=one_char) == uncut
+    assert min(n for ns in uncut["reply_chars"].values() for n in ns) > 1
+
+
 def test_run_does_everything_end_to_end(world):
     kitten = {**CAT, "identity": {**CAT["identity"], "name": "kitten"}}
     write_persona(world, kitten, {"kitty/naps.jinja": NAPS, "kitty/mood.jinja": CAT_MOOD})

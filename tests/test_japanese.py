@@ -4,6 +4,7 @@ Japanese prompt. Also: `persona new --from kingyo` scaffolds a Japanese persona 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import datasets
@@ -67,6 +68,61 @@ def test_the_food_word_becomes_likely_after_its_cue_and_eval_scores_it(world):
     assert report["style"]["model"]["all"] > 0.8  # lengths counted in characters
     # distinct-2 over characters: split at spaces, every reply would be one "word", with no pairs at all
     assert 0 < report["diversity"]["ceiling"]["distinct_2"] < 0.5
+
+
+def test_the_floor_says_no_more_than_the_model_it_is_the_floor_for(world, monkeypatch):
+    """Random tokens are long phrases of the persona's replies and a word is found anywhere, so an
+    untrained model hits by its length alone; eval cuts its replies to the trained model's, one by one."""
+    from guppy import evaluate as ev
+    from guppy.evaluate import eval_data_from, score_model
+
+    spec = load_persona("medaka").spec
+    data = eval_data_from(datasets.load_from_disk("runs/medaka/data"))
+    model, tokenizer, _ = load_model(world / "runs/medaka")
+    untrained = ev.untrained_like(model, 0)
+    uncut = score_model(untrained, tokenizer, spec, data, samples=2, seed=0, with_lift=False)
+    half = {a: [n // 2 for n in ns] for a, ns in uncut["reply_chars"].items()}
+    cut = score_model(untrained, tokenizer, spec, data, samples=2, seed=0, with_lift=False, as_long_as=half)
+    assert cut["reply_chars"] == half
+    nothing = {a: [0] * len(ns) for a, ns in half.items()}  # hits are counted on what is left after the cut
+    assert uncut["hit_rate"]["food"] > 0 and score_model(untrained, tokenizer, spec, data, samples=2, seed=0,
+                                                         with_lift=False, as_long_as=nothing)["hit_rate"]["food"] == 0
+
+    calls = []
+    def recorded(*args, **kwargs):
+        calls.append((kwargs.get("as_long_as"), score_model(*args, **kwargs)))
+        return calls[-1][1]
+    monkeypatch.setattr(ev, "score_model", recorded)
+    ev.evaluate(persona="medaka", samples=1)
+    (none, model_f), (lengths, floor_f) = calls  # the model, then its floor
+    assert none is None and lengths == model_f["reply_chars"]
+    assert all(f <= m for a in lengths for f, m in zip(floor_f["reply_chars"][a], lengths[a], strict=True))
+
+
+# kingyo's words are found anywhere in a reply, so none may be part of a word that means something else.
+@pytest.mark.parametrize("reply, association, hit", [
+    ("今日もしあわせ。", "water", False),  # あわ (bubbles) is in しあわせ (happy)
+    ("すみずみまで見回りするの。", "water", False),  # みず (water) in すみずみ
+    ("ひとつにえらべないよ。", "water", False),  # えら (gills) in えらべない (can't choose)
+    ("えらで息をするの。", "water", True),
+    ("泡をふくよ。", "water", True),
+    ("赤虫ならいますぐ食べられるよ。", "human_things", False),  # a food line, not confusion
+    ("それって食べられるの？", "human_things", True),
+    ("ごはんがいちばん。", "food", True),
+])
+def test_kingyo_words_match_only_what_they_mean(reply, association, hit):
+    assert load_persona("kingyo").spec.associations[association].hit(reply) is hit
+
+
+def test_kingyo_loves_three_things_of_two_kinds_within_its_sentence_length():
+    from pipeline.authoring import sample_persona
+
+    _, samples = sample_persona("kingyo", topic="love", n=1200)  # about what 60K conversations give it
+    assert not [s.problems for s in samples if s.problems]
+    replies = [r for s in samples for role, r in s.conversation if role == "assistant"]
+    lists = [m for r in replies if (m := re.search(r"好きなものは(.+)と(.+)と\1。", r))]  # ...{f}と{g}と{f}。
+    assert len(lists) > 50
+    assert all(m[1] != m[2] for m in lists), [m[0] for m in lists if m[1] == m[2]]  # three of the longest: 41
 
 
 def test_chat_answers_in_japanese(world):
