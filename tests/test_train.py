@@ -29,10 +29,14 @@ FAST = dict(preset="micro", batch_size=8, lr=1e-2, min_lr=1e-3, warmup_steps=10,
 
 @pytest.fixture(scope="module", autouse=True)
 def micro_preset():
-
+    """The micro preset, and one thread: exact-resume compares a run split across two processes with one
+    run in this process, bit for bit, and a float sum split over several threads can round differently."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(PRESETS, "micro", MICRO)
         yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +130,8 @@ def test_same_seed_gives_the_same_loss_curve(tmp_path, corpus):
 
 INTERRUPTED_RUN = """
 import os, signal, sys
+import torch
+torch.set_num_threads(1)  # as the run it is compared with (see micro_preset)
 sys.path.insert(0, {root!r})
 from guppy import presets, train as t
 presets.PRESETS["micro"] = {micro!r}
