@@ -3,7 +3,7 @@ the charts, matrix.json, and the one hit-rate table that report.md, `guppy eval`
 and the exported model card (guppy/export.py) all show. guppy/evaluate.py measures; this renders.
 
 report.json keys (stable):
-    persona, run, seed, samples        what was evaluated and how
+    persona, language, run, seed, samples   what was evaluated and how (language: the spec's BCP 47 tag)
     persona_score                      headline in [0, 1]: share of the ceiling's association hit rate
                                        reached above the floor, averaged over associations
     associations.<name>                kind, score, hit_rate {model, floor, ceiling}, lift {model, floor} (nats)
@@ -26,6 +26,7 @@ matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt  # noqa: E402
 
 from guppy.atomic import atomic_dir  # noqa: E402
+from guppy.language import is_spaced  # noqa: E402
 from guppy.paths import RunPaths  # noqa: E402
 
 WHO = ("model", "floor", "ceiling")  # each figure is given for the model, an untrained one and the data
@@ -37,6 +38,7 @@ def report_json(spec, figures: dict[str, dict], *, score: float, per: dict[str, 
     model_f, floor_f = figures["model"], figures["floor"]
     return {
         "persona": spec.name,
+        "language": spec.language,
         "run": str(run),
         "seed": seed,
         "samples": samples,
@@ -106,6 +108,10 @@ def markdown(report: dict, *, has_loss: bool) -> str:
     style = report["style"]
     div = report["diversity"]
     examples = "\n".join(f"- *{e['prompt']}* → {e['reply']}" for ex in report["examples"].values() for e in ex)
+    unspaced = "" if is_spaced(report.get("language", "en")) else (
+        " In a language written without spaces an expected word is found anywhere in a reply, so the floor's"
+        " replies are cut to the model's reply lengths: an untrained model never ends its turn, and a long"
+        " random string would find a word by chance.")
     return f"""# {report['persona']}: how strongly the persona shows
 
 **Persona score: {report['persona_score']:.2f}** — the share of the training data's association hit
@@ -116,7 +122,7 @@ rate (ceiling) that the model reaches above an untrained model (floor), averaged
 {associations}
 
 Hit rate: share of sampled replies ({report['samples']} per prompt, seed {report['seed']}) to the
-association's probes and held-out prompts that contain an expected word. Lift: how much more likely
+association's probes and held-out prompts that contain an expected word.{unspaced} Lift: how much more likely
 (log, teacher-forced, no sampling) the expected words are after its cue prompts than after other prompts.
 
 | | floor | model | ceiling |

@@ -41,14 +41,11 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, optimizer)
     assert config["world_size"] == 2
 
     train(persona="fish", data=data, out=tmp_path / "one", max_steps=steps, **fast)
-    # Muon orthogonalizes in bf16, which turns float noise (1 vs 2 threads) into ~3e-4 of loss by step 20;
-    # AdamW keeps it at ~1e-5, so AdamW checks the gradient averaging to the last digits, the weights too.
-    rel = 1e-4 if optimizer == "adamw" else 2e-3
-    assert losses(tmp_path / "ddp") == pytest.approx(losses(tmp_path / "one"), rel=rel)
-    assert losses(tmp_path / "ddp", "eval") == pytest.approx(losses(tmp_path / "one", "eval"), rel=rel)
+    # Float noise alone (1 vs 2 threads) stays at ~1e-5 of loss with either optimizer (Muon's Newton-Schulz
+    # runs in float32 on a CPU), so both check the gradient averaging to the last digits, the weights too.
+    assert losses(tmp_path / "ddp") == pytest.approx(losses(tmp_path / "one"), rel=1e-4)
+    assert losses(tmp_path / "ddp", "eval") == pytest.approx(losses(tmp_path / "one", "eval"), rel=1e-4)
     assert not list((tmp_path / "ddp").glob("ckpt/.*")), "only rank 0 writes, and it finishes what it writes"
-    if optimizer == "muon":
-        return
     a = load_file(str(tmp_path / "ddp" / "ckpt" / "last" / "model.safetensors"))
     b = load_file(str(tmp_path / "one" / "ckpt" / "last" / "model.safetensors"))
     # Floating-point noise alone (1 vs 2 threads) moves weights ~1e-4 in 20 steps at lr 1e-2;

@@ -76,6 +76,7 @@ def test_a_model_scores_high_on_its_own_persona(world):
     for name in ("report.json", "report.md", "associations.png", "loss.png"):
         assert (world / "runs/mini/eval" / name).stat().st_size > 0
     assert json.loads((world / "runs/mini/eval/report.json").read_text())["persona_score"] == report["persona_score"]
+    assert report["language"] == "en" and "reply lengths" not in (world / "runs/mini/eval/report.md").read_text()
 
 
 def test_same_seed_gives_an_identical_report(world):

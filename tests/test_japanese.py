@@ -68,6 +68,9 @@ def test_the_food_word_becomes_likely_after_its_cue_and_eval_scores_it(world):
     assert report["style"]["model"]["all"] > 0.8  # lengths counted in characters
     # distinct-2 over characters: split at spaces, every reply would be one "word", with no pairs at all
     assert 0 < report["diversity"]["ceiling"]["distinct_2"] < 0.5
+    # The report says its language, and its page says why the floor's replies are cut short.
+    assert report["language"] == "ja"
+    assert "cut to the model's reply lengths" in (world / "runs/medaka/eval/report.md").read_text(encoding="utf-8")
 
 
 def test_the_floor_says_no_more_than_the_model_it_is_the_floor_for(world, monkeypatch):

@@ -126,7 +126,7 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     model = tiny_model()
     muon, adamw = build_optimizer(model, name="muon", lr=1e-3, weight_decay=0.1, betas=(0.9, 0.99),
                                   device_type="cpu").optimizers
-    assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
+    assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)  # guppy's Muon is torch's
     hidden = {id(p) for p in muon.param_groups[0]["params"]}
     assert hidden == {id(p) for n, p in model.named_parameters() if n.startswith("transformer.h.") and p.dim() == 2}
     embeddings, vectors = adamw.param_groups
@@ -134,6 +134,30 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     assert vectors["weight_decay"] == 0.0 and all(p.dim() == 1 for p in vectors["params"])
     everything = [p for opt in (muon, adamw) for g in opt.param_groups for p in g["params"]]
     assert sum(p.numel() for p in everything) == model.num_params()  # each parameter exactly once
+
+
+def test_cpu_muon_is_torchs_muon_with_float32_newton_schulz():
+    from guppy.optim import Muon, orthogonalize
+
+    torch.manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(96, 32) * 0.02), torch.nn.Parameter(torch.randn(32, 32) * 0.02)]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    start = [p.detach().clone() for p in ours]
+    options = dict(lr=1e-2, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+    a, b = Muon(ours, **options), torch.optim.Muon(theirs, **options)
+    for _ in range(3):  # momentum, Nesterov, decay and the lr rule all take part
+        for p, q in zip(ours, theirs):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        a.step()
+        b.step()
+    for p, q, p0 in zip(ours, theirs, start):  # the same steps, up to torch's bfloat16 rounding
+        assert (p - q).norm() < 0.02 * (q - p0).norm(), ((p - q).norm() / (q - p0).norm()).item()
+    assert a.state_dict()["state"].keys() == b.state_dict()["state"].keys()
+    assert a.state[ours[0]].keys() == b.state[theirs[0]].keys() == {"momentum_buffer"}  # one checkpoint format
+    x = orthogonalize(torch.randn(96, 32, dtype=torch.bfloat16), (3.4445, -4.7750, 2.0315), 5, 1e-7)
+    singular = torch.linalg.svdvals(x)
+    assert x.dtype == torch.float32 and x.shape == (96, 32) and 0.5 < singular.min() and singular.max() < 1.5
 
 
 def test_adamw_alone_decays_matrices_only():
