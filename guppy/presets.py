@@ -23,7 +23,7 @@ from __future__ import annotations
 
 PRESETS: dict[str, dict] = {
     "tiny": dict(
-        about="a 2-core laptop CPU, ~3 minutes",
+        about="a 2-core laptop CPU, 3-6 minutes",
         # shape: 0.6M parameters in the blocks, 0.4M in the (tied) embeddings at a 3.3K vocabulary
         n_layer=3, n_head=4, d_model=128, d_ff=512, context=64,
         # training: 2000 x 32 x 64 = 4.1M tokens, ~1.7 epochs of the 60K guppy conversations
