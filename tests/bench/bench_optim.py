@@ -86,6 +86,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="device of every job (a GPU machine would pick cuda on auto)")
     ap.add_argument("--parallel", type=int, default=1, help="jobs at a time")
     ap.add_argument("--presets", default="tiny,small", help="presets of the default A/B table")
+    ap.add_argument("--max-steps", type=int, default=None,
+                    help="steps of the default table's equal-steps runs (default: each preset's own)")
     ap.add_argument("--eval-seeds", default="0", help="score each run with these eval seeds; the table shows the median")
     ap.add_argument("--keep", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
     args = ap.parse_args()
@@ -98,16 +100,18 @@ def main() -> None:
         if args.job:
             table(run_all(args.job, **common))
             return
-        presets = args.presets.split(",")
-        equal_steps = [{"preset": p, "optimizer": o, "device": args.device} for p in presets for o in ("adamw", "muon")]
-        first = run_all(equal_steps, **common)
         from guppy.presets import PRESETS
 
+        presets = args.presets.split(",")
+        steps_of = {p: args.max_steps or PRESETS[p]["max_steps"] for p in presets}
+        equal_steps = [{"preset": p, "optimizer": o, "max_steps": steps_of[p], "device": args.device}
+                       for p in presets for o in ("adamw", "muon")]
+        first = run_all(equal_steps, **common)
         equal_time = []
         for p in presets:
             adamw, muon = (next(r for r in first if r["job"]["preset"] == p and r["job"]["optimizer"] == o)
                            for o in ("adamw", "muon"))
-            steps = PRESETS[p]["max_steps"]
+            steps = steps_of[p]
             if "error" not in adamw and "error" not in muon:  # AdamW's steps in Muon's training time
                 steps = round(steps * muon["train_s"] / adamw["train_s"] / 10) * 10
             equal_time.append({"preset": p, "optimizer": "adamw", "max_steps": steps, "device": args.device})
