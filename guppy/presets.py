@@ -31,7 +31,7 @@ PRESETS: dict[str, dict] = {
         eval_every=500, eval_batches=8, log_every=10,
     ),
     "small": dict(
-        about="a laptop CPU, ~10 minutes",
+        about="a laptop CPU, 10-20 minutes",
         n_layer=4, n_head=6, d_model=192, d_ff=768, context=64,
         optimizer="muon", max_steps=3000, batch_size=32, lr=8e-3, min_lr=0.0, warmup_steps=100,
         eval_every=500, eval_batches=8, log_every=10,
