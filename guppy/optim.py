@@ -79,12 +79,11 @@ def orthogonalize(update: torch.Tensor, coefficients: tuple[float, float, float]
 
 
 class Muon(torch.optim.Muon):
-    """torch.optim.Muon (same options, same state, same checkpoint), with float32 Newton-Schulz on a CPU."""
+    """torch.optim.Muon (same options, same state, same checkpoint), with float32 Newton-Schulz:
+    build_optimizer uses it off CUDA, and torch's own (bfloat16 tensor cores) on CUDA."""
 
     @torch.no_grad()
     def step(self, closure=None):
-        if any(p.is_cuda for g in self.param_groups for p in g["params"]):
-            return super().step(closure)  # bfloat16 tensor cores: torch's own
         for group in self.param_groups:
             assert group["adjust_lr_fn"] == "match_rms_adamw"  # the only rule build_optimizer uses
             for p in group["params"]:
@@ -118,7 +117,8 @@ def build_optimizer(model: torch.nn.Module, *, name: OptimizerName, lr: float, w
                          "upgrade torch or train with --optimizer adamw")
     # match_rms_adamw scales Muon's step to AdamW's RMS (0.2 * sqrt(max(rows, cols))), so one lr and one
     # weight decay serve both optimizers.
-    muon = Muon(matrices, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")
+    muon_class = torch.optim.Muon if device_type == "cuda" else Muon
+    muon = muon_class(matrices, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")
     rest = torch.optim.AdamW([{"params": embeddings, "weight_decay": weight_decay},
                               {"params": vectors, "weight_decay": 0.0}], **adamw)
     return Optimizers(muon, rest)
