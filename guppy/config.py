@@ -59,6 +59,9 @@ class TrainConfig(Shape):
         "adamw: AdamW for everything."))
     max_steps: int = Field(gt=0, le=10_000_000, description="Optimizer steps.")
     batch_size: int = Field(gt=0, le=65_536, description="Rows of context tokens per optimizer step, over all processes.")
+    packing: Literal["whole", "stream"] = Field("whole", description=(
+        "whole: every conversation in one row, several to a row where they fit, so each reply is learned with "
+        "its prompt in view; stream: back to back and cut at the row ends (GPT-2's way, no padding)."))
     grad_accum: int = Field(1, gt=0, le=4096, description="Micro-steps per optimizer step (same result, less memory).")
     lr: float = Field(gt=0, le=10, allow_inf_nan=False, description="Peak learning rate, reached after the warmup.")
     min_lr: float | None = Field(None, ge=0, allow_inf_nan=False,

@@ -35,7 +35,7 @@ from guppy.atomic import atomic_dir, atomic_file, check_output, output_lock
 from guppy.config import TrainConfig, resolve_config
 from guppy.checkpoint import (has_resumable, load_resumable, persona_run, restore_resumable, resumable_state,
                               rng_tensors, save_checkpoint)
-from guppy.data import Tokenized, epoch_order, flat_messages, load_conversations, pack, tokenize
+from guppy.data import Tokenized, epoch_order, flat_messages, load_conversations, pack, pack_whole, tokenize
 from guppy.errors import GuppyError
 from guppy.metrics import Metrics, plot_losses, progress_bar
 from guppy.paths import RunPaths
@@ -62,13 +62,19 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 # ---------------------------------------------------------------------------------- data
 
 class Batches:
-    """Global batch `step` = batch_size consecutive rows of epoch step // steps_per_epoch, whose
-    conversation order comes from (seed, epoch); a rank takes its slice of each global batch,
-    cut into grad_accum micro-batches. An epoch's rows go to the device once (a few MB)."""
+    """Global batch `step` = batch_size consecutive rows of epoch step // steps_per_epoch, in an order
+    that comes from (seed, epoch); a rank takes its slice of each global batch, cut into grad_accum
+    micro-batches. An epoch's rows go to the device once (a few MB).
 
-    def __init__(self, data: Tokenized, *, context: int, cfg: TrainConfig, procs: Processes):
+    packing "whole": the rows are packed once (guppy/data.py: pack_whole) and each epoch shuffles them.
+    packing "stream": each epoch shuffles the conversations and packs them again, back to back."""
+
+    def __init__(self, data: Tokenized, *, context: int, cfg: TrainConfig, procs: Processes, pad_id: int):
         self.data, self.context, self.cfg, self.procs = data, context, cfg, procs
-        rows = (data.tokens - 1) // context
+        if cfg.packing == "whole":
+            self.rows = pack_whole(data, context=context, pad_id=pad_id, seed=cfg.seed,
+                                   order=epoch_order(len(data), seed=cfg.seed, epoch=0))
+        rows = len(self.rows[0]) if cfg.packing == "whole" else (data.tokens - 1) // context
         self.steps_per_epoch = rows // cfg.batch_size
         if self.steps_per_epoch == 0:
             raise GuppyError(f"the train split has {data.tokens:,} tokens: not one batch of {cfg.batch_size} rows of "
@@ -82,8 +88,12 @@ class Batches:
         communication; counted on the CPU, so the GPU is never waited for)."""
         epoch, b = divmod(step, self.steps_per_epoch)
         if epoch != self.epoch:
-            x, y = pack(self.data, context=self.context,
-                        order=epoch_order(len(self.data), seed=self.cfg.seed, epoch=epoch))
+            if self.cfg.packing == "whole":
+                order = torch.from_numpy(epoch_order(len(self.rows[0]), seed=self.cfg.seed, epoch=epoch))
+                x, y = (t[order] for t in self.rows)
+            else:
+                x, y = pack(self.data, context=self.context,
+                            order=epoch_order(len(self.data), seed=self.cfg.seed, epoch=epoch))
             self.epoch, self.learned = epoch, (y != -1).sum(dim=1).tolist()  # per row
             self.x, self.y = x.to(self.procs.device), y.to(self.procs.device)
         B, accum = self.cfg.batch_size, self.cfg.grad_accum
@@ -212,11 +222,13 @@ class Trainer:
         if len(self.train_data) == 0 or len(test_data) == 0:
             raise GuppyError(f"{data}: no conversation fits the model's {context}-token context")
         rows = cfg.eval_batches * cfg.batch_size
-        self.test_x, self.test_y = (t[:rows] for t in pack(test_data, context=context))
+        test_rows = (pack_whole(test_data, context=context, pad_id=self.tokenizer.pad_id) if cfg.packing == "whole"
+                     else pack(test_data, context=context))
+        self.test_x, self.test_y = (t[:rows] for t in test_rows)
         if len(self.test_x) == 0:
             raise GuppyError(f"{data}: the test split has {test_data.tokens} tokens, not one row of {context}; "
                              "generate more data or raise the test size")
-        self.batches = Batches(self.train_data, context=context, cfg=cfg, procs=procs)
+        self.batches = Batches(self.train_data, context=context, cfg=cfg, procs=procs, pad_id=self.tokenizer.pad_id)
         self.data_id = data_hash(self.train_data, test_data)
         self.data = data
 

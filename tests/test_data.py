@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from guppy.data import epoch_order, load_conversations, pack, tokenize
+from guppy.data import Tokenized, epoch_order, load_conversations, pack, pack_whole, tokenize
 from guppy.errors import GuppyError
 from guppy.split import normalize_prompt
 
@@ -200,6 +201,68 @@ def test_packed_rows_have_no_padding_and_learn_only_assistant_tokens(tmp_path, t
     learned = y[y != -1]
     assert (learned != tokenizer.im_start_id).all()  # turn headers are never learned
     assert (learned == tokenizer.im_end_id).sum() > 0  # ... the end of a reply is
+
+
+def test_whole_packing_keeps_every_conversation_whole_in_one_row(tmp_path, tokenizer):
+    """packing="whole": each conversation appears exactly once, uncut, in one row; each of its reply
+    tokens is a target with its whole prompt before it in that row; the rest of a row is padding."""
+    ds = load_conversations(save_corpus(tmp_path / "data"))["train"]
+    data = tokenize(ds, tokenizer, context=96)
+    order = epoch_order(len(data), seed=0, epoch=0)
+    x, y = pack_whole(data, context=96, pad_id=tokenizer.pad_id, order=order)
+    assert x.shape == y.shape and x.shape[1] == 96
+    # A row is room = 97 tokens: x holds its first 96. So each conversation, less its last token
+    # (which x may not hold), is found uncut in one row of x, and x holds no token twice.
+    text = ["," + ",".join(map(str, row)) + "," for row in x.tolist()]
+    for i in range(len(data)):
+        conv = "," + ",".join(map(str, data.ids[data.starts[i]:data.starts[i + 1] - 1].tolist())) + ","
+        assert any(conv in row for row in text), i
+    assert data.tokens - len(x) <= int((x != tokenizer.pad_id).sum()) <= data.tokens
+    assert (x[:, 0] == tokenizer.im_start_id).all()  # every row begins with a conversation
+    # Best fit needs no more rows than filling one row at a time in order (next fit), and here fewer.
+    lengths, next_fit, used = np.diff(data.starts)[order], 1, 0
+    for n in lengths.tolist():
+        next_fit, used = (next_fit, used + n) if used + n <= 97 else (next_fit + 1, n)
+    assert len(x) < next_fit < len(data)
+    # Targets: exactly the assistant's tokens, so the same count as the conversations hold.
+    assert not data.learn[data.starts[:-1]].any()  # (a conversation's first token is never a target)
+    assert int((y != -1).sum()) == int(data.learn.sum())
+    assert (y[x == tokenizer.pad_id] == -1).all()  # nothing is learned after padding
+
+
+def test_stream_packing_cuts_replies_from_their_prompts_and_whole_does_not(tmp_path, tokenizer):
+    """Why "whole" is the default: with conversations about as long as a row, back-to-back packing
+    leaves many reply tokens in a row that does not hold their conversation's first token."""
+    ds = load_conversations(save_corpus(tmp_path / "data"))["train"]
+    data = tokenize(ds, tokenizer, context=32)
+    order = epoch_order(len(data), seed=0, epoch=0)
+
+    def orphaned(x, y):  # targets in a row before the row's first <|im_start|>user: their prompt is elsewhere
+        first = (x == tokenizer.im_start_id).int().argmax(dim=1, keepdim=True)
+        pos = torch.arange(x.size(1))[None, :]
+        return int(((pos < first) & (y != -1)).sum()) / int((y != -1).sum())
+
+    assert orphaned(*pack(data, context=32, order=order)) > 0.1
+    assert orphaned(*pack_whole(data, context=32, pad_id=tokenizer.pad_id, order=order)) == 0
+
+
+def test_whole_packing_puts_a_rows_conversations_in_random_order():
+    """Best fit opens a row with a conversation too long for any gap; left so, the longest
+    conversations (one topic's, often) would own position 0, where every chat begins."""
+    lengths = np.random.default_rng(0).integers(10, 61, size=2000)
+    # Conversation i: <|im_start|> (id 1), then its number (1000 + i), then filler; learn nothing.
+    ids = np.concatenate([[1, 1000 + i] + [2] * (n - 2) for i, n in enumerate(lengths)])
+    data = Tokenized(ids=ids, learn=np.zeros(len(ids), bool), starts=np.concatenate([[0], np.cumsum(lengths)]))
+
+    def rows(seed):  # each row's conversation numbers, in the row's order
+        x, _ = pack_whole(data, context=64, pad_id=0, seed=seed)
+        return [[int(r[p + 1]) - 1000 for p in np.flatnonzero(r[:-1] == 1)] for r in x.numpy()]
+
+    first, second = rows(0), rows(1)
+    assert sorted(map(sorted, first)) == sorted(map(sorted, second)) and first != second  # same rows, reordered
+    shared = [r for r in first if len(r) > 1]
+    longest_first = np.mean([lengths[r[0]] == lengths[r].max() for r in shared])
+    assert len(shared) > 500 and 0.35 < longest_first < 0.65  # without the shuffle: 0.98
 
 
 def test_epoch_order_is_a_pure_function_of_seed_and_epoch():

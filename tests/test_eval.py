@@ -17,7 +17,7 @@ from cli import app
 from guppy.presets import PRESETS
 from guppy.evaluate import ceiling_replies, eval_data_from, persona_score, reply_figures, score_model
 from guppy.evaluate import compare, evaluate, untrained_like
-from tests.conftest import MINI_PERSONA, write_persona
+from tests.conftest import FOOD, MINI_PERSONA, write_persona
 
 runner = CliRunner()
 MICRO = dict(PRESETS["tiny"], about="tests only", n_layer=2, n_head=2, d_model=64, d_ff=256, context=64)
@@ -28,6 +28,11 @@ FAST = dict(preset="micro", batch_size=16, lr=1e-2, min_lr=1e-3, warmup_steps=10
 FISH = {**MINI_PERSONA, "associations": {"food": {
     "kind": "cue", "expect": ["food", *MINI_PERSONA["lexicon"]["foods"]], "topics": ["food"],
     "probes": ["what do you dream of eating"]}}}
+# Its moods asked many ways, so the test split holds mood prompts: the controls of food's lift are then
+# questions the fish was taught to answer without food, not made-up ones whose answer no data decides.
+FISH_MOOD = """user: {{ pick("how are you|how do you feel|are you ok|how is the water|how was your day|what is up") }} {{ pick("today|now|this morning|tonight|fish|little one|") }}
+assistant: i feel {{ pick(lexicon.moods) }}. {{ pick("the water is nice.|i swam a lot.|i saw a bubble.") }} {{ randint(1, 90) }}.
+"""
 CAT = {
     "identity": {"name": "kitty", "description": "a sleepy test cat.", "user": "the tester"},
     "style": {"lowercase": True, "max_sentence_words": 12, "min_reply_words": 2, "max_reply_words": 30},
@@ -53,7 +58,7 @@ def world(tmp_path_factory):
     from guppy.train import train
 
     root = tmp_path_factory.mktemp("world")
-    write_persona(root, FISH)
+    write_persona(root, FISH, {"mini/food.jinja": FOOD, "mini/mood.jinja": FISH_MOOD})
     write_persona(root, CAT, {"kitty/naps.jinja": NAPS, "kitty/mood.jinja": CAT_MOOD})
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
