@@ -31,9 +31,11 @@ torch.set_num_threads({threads})
 from guppy.evaluate import evaluate
 from guppy.train import train
 job = json.loads({job!r})
+persona = job.get("persona", "guppy")
 started = time.perf_counter()
-summary = train(persona="guppy", data={data!r}, out={out!r}, progress=False, **job)
-reports = [evaluate(persona="guppy", run={out!r}, samples=4, seed=s) for s in {eval_seeds!r}]
+summary = train(persona=persona, data={data!r}, out={out!r}, progress=False,
+                **{{k: v for k, v in job.items() if k != "persona"}})
+reports = [evaluate(persona=persona, run={out!r}, samples=4, seed=s) for s in {eval_seeds!r}]
 scores = sorted(r["persona_score"] for r in reports)
 print("RESULT " + json.dumps({{"job": job, "best_test_loss": summary["best_test_loss"], "best_step": summary["best_step"],
       "train_s": summary["wall_s"], "tokens_per_s": summary["tokens_per_s"], "persona_score": scores[len(scores) // 2],
@@ -42,7 +44,10 @@ print("RESULT " + json.dumps({{"job": job, "best_test_loss": summary["best_test_
 """
 
 
-def run_job(job: dict, *, data: Path, threads: int, folder: Path, eval_seeds: list[int]) -> dict:
+def run_job(job: dict, *, data: Path | None, threads: int, folder: Path, eval_seeds: list[int]) -> dict:
+    """One job in its own process; a job may name its "persona" (default guppy), whose runs/PERSONA/data
+    it then trains on unless --data was given."""
+    data = data or ROOT / "runs" / job.get("persona", "guppy") / "data"
     out = Path(tempfile.mkdtemp(prefix="run", dir=folder))
     (out / "data").symlink_to(data.resolve())  # guppy eval reads the run's data/
     code = JOB.format(root=str(ROOT), threads=threads, job=json.dumps(job), data=str(data), out=str(out),
@@ -80,7 +85,7 @@ def table(results: list[dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=ROOT / "runs" / "guppy" / "data")
+    ap.add_argument("--data", type=Path, default=None, help="dataset of every job (default: runs/PERSONA/data)")
     ap.add_argument("--job", action="append", type=json.loads, default=[], help="a train() config as JSON")
     ap.add_argument("--threads", type=int, default=2, help="torch threads per job")
     ap.add_argument("--device", default="cpu", help="device of every job (a GPU machine would pick cuda on auto)")
