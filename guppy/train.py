@@ -179,7 +179,9 @@ def train(*, persona: str, data: Path | None = None, preset: str = "tiny", out: 
             trainer = Trainer(work, cfg, procs, data=Path(data), resume=resume)
             trainer.resume_hint = resume_command(persona, out=out, data=data, preset=preset, seed=seed,
                                                  max_steps=max_steps)
-            return trainer.run(progress=progress)
+            summary = trainer.run(progress=progress)
+        # The paths the run has once training_folder moved it into place, not the staging folder's.
+        return {**summary, "run": str(paths.root), "best": str(paths.best), "last": str(paths.last)}
     finally:
         procs.close()
 

@@ -93,7 +93,8 @@ def test_a_fresh_run_refused_for_bad_data_keeps_the_old_tokenizer_and_resume(tmp
 def test_a_fresh_run_that_finishes_replaces_the_old_one(tmp_path, old_run, corpus):
     run = copy_of(old_run, tmp_path)
     before = fingerprints(run)
-    train(persona="fish", data=corpus, out=run, max_steps=20, **{**FAST, "seed": 3, "vocab_size": 420})
+    summary = train(persona="fish", data=corpus, out=run, max_steps=20, **{**FAST, "seed": 3, "vocab_size": 420})
+    assert (summary["run"], summary["best"]) == (str(run), str(run / "ckpt" / "best"))  # not the staging folder
     after = fingerprints(run)
     assert after[0] != before[0] and after[1] != before[1]
     assert json.loads((run / "ckpt" / "last" / "trainer_state.json").read_text())["step"] == 20
