@@ -143,7 +143,7 @@ def train(
     """Train the tokenizer and the model on a persona's dataset (works under torchrun for several GPUs).
 
     Every training and model-shape setting is an option; those not given come from the preset
-    (tiny: a 2-core laptop CPU in 3-6 minutes; small: ~10-20 minutes; guppy: the reference's 8.7M shape, for a GPU).
+    (tiny: a 2-core laptop CPU in about 3 minutes; small: about 10; guppy: the reference's 8.7M shape, for a GPU).
     """
     from guppy.train import train as run
 
