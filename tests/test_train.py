@@ -128,6 +128,16 @@ def test_same_seed_gives_the_same_loss_curve(tmp_path, corpus):
     assert losses(runs["a"]) != losses(runs["c"])
 
 
+def test_stream_packing_still_trains_reproducibly_on_other_rows(tmp_path, corpus):
+    """--packing stream (GPT-2's back-to-back rows) is kept beside the default whole packing."""
+    for name in ("a", "b"):
+        train(persona="fish", data=corpus, out=tmp_path / name, max_steps=40, packing="stream", **FAST)
+    train(persona="fish", data=corpus, out=tmp_path / "whole", max_steps=40, **FAST)
+    stream = losses(tmp_path / "a")
+    assert stream == losses(tmp_path / "b") and stream[-1] < 0.7 * stream[0]
+    assert stream != losses(tmp_path / "whole")  # other rows, so another curve
+
+
 INTERRUPTED_RUN = """
 import os, signal, sys
 import torch
