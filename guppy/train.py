@@ -74,7 +74,9 @@ class Batches:
         if cfg.packing == "whole":
             self.rows = pack_whole(data, context=context, pad_id=pad_id, seed=cfg.seed,
                                    order=epoch_order(len(data), seed=cfg.seed, epoch=0))
-        rows = len(self.rows[0]) if cfg.packing == "whole" else (data.tokens - 1) // context
+            rows = len(self.rows[0])
+        else:
+            rows = (data.tokens - 1) // context
         self.steps_per_epoch = rows // cfg.batch_size
         if self.steps_per_epoch == 0:
             raise GuppyError(f"the train split has {data.tokens:,} tokens: not one batch of {cfg.batch_size} rows of "
