@@ -1,6 +1,6 @@
 """What `guppy eval` and `guppy compare` write, and how their figures read: report.json, report.md,
 the charts, matrix.json, and the one hit-rate table that report.md, `guppy eval`'s terminal table
-and the exported model card (guppy/export.py) all show. guppy/evaluate.py measures; this renders.
+and the exported model card (guppy/export/hf.py) all show. guppy/eval/evaluate.py measures; this renders.
 
 report.json keys (stable):
     persona, language, run, seed, samples   what was evaluated and how (language: the spec's BCP 47 tag)
@@ -25,9 +25,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt  # noqa: E402
 
-from guppy.atomic import atomic_dir  # noqa: E402
-from guppy.language import is_spaced  # noqa: E402
-from guppy.paths import RunPaths  # noqa: E402
+from guppy.spec.language import is_spaced  # noqa: E402
+from guppy.store.atomic import atomic_dir  # noqa: E402
+from guppy.store.paths import RunPaths  # noqa: E402
 
 WHO = ("model", "floor", "ceiling")  # each figure is given for the model, an untrained one and the data
 

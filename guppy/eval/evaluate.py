@@ -1,6 +1,6 @@
 """How strongly a persona shows in what a model says: the figures, then the two commands that
 measure them, `evaluate` (`guppy eval`) and `compare` (`guppy compare`), at the end. They live
-here, not beside the writing of their results (guppy/report.py), because a reader who wants
+here, not beside the writing of their results (guppy/eval/report.py), because a reader who wants
 to know what `guppy eval` does opens the module named for it.
 
 For one model and one persona spec:
@@ -33,18 +33,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from guppy.atomic import check_output, output_lock
 from guppy.checks import SEED_MAX, check_number
-from guppy.checkpoint import load_model
-from guppy.data import load_conversations
+from guppy.data.reader import load_conversations
 from guppy.errors import GuppyError
-from guppy.language import is_spaced, units
-from guppy.model import GPT
-from guppy.paths import COMPARE_DIR, RunPaths
-from guppy.persona import Persona
-from guppy.personas import load_persona
-from guppy.report import report_json, write_matrix, write_report
-from guppy.sampler import complete
+from guppy.eval.report import report_json, write_matrix, write_report
+from guppy.model.checkpoint import load_model
+from guppy.model.gpt import GPT
+from guppy.model.sampler import complete
+from guppy.spec.language import is_spaced, units
+from guppy.spec.persona import Persona
+from guppy.spec.personas import load_persona
+from guppy.store.atomic import check_output, output_lock
+from guppy.store.paths import COMPARE_DIR, RunPaths
 
 NEUTRAL_PROMPTS = ["say something", "what is that", "ok", "tell me something", "hmm", "what now"]
 MAX_HELD_OUT = 24  # held-out prompts per association: enough for a stable rate, quick on a CPU
