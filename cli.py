@@ -146,7 +146,7 @@ def train(
     Every training and model-shape setting is an option; those not given come from the preset
     (tiny: a 2-core laptop CPU in about 3 minutes; small: about 10; guppy: the reference's 8.7M shape, for a GPU).
     """
-    from guppy.train import train as run
+    from guppy.train.trainer import train as run
 
     _quiet_datasets()
     summary = run(persona=persona, data=data, out=out, resume=resume, **given(config))
@@ -173,7 +173,7 @@ def chat(
     max_new_tokens: Annotated[int, typer.Option(help="Longest reply, in tokens.")] = 64,
 ):
     """Talk to a trained persona (type quit, or press Ctrl-D, to leave)."""
-    from guppy.chat import chat as run_chat
+    from guppy.model.chat import chat as run_chat
 
     run_chat(persona=persona, run=run, prompt=prompt, temperature=temperature, top_k=top_k, top_p=top_p,
              seed=seed, max_new_tokens=max_new_tokens)
@@ -193,7 +193,7 @@ def inspect(
     """Show how a reply is made: top-5 next-token probabilities, every head's attention, one head's four steps."""
     from rich.markup import escape
 
-    from guppy.inspect import inspect as run_inspect
+    from guppy.eval.inspect import inspect as run_inspect
 
     report = run_inspect(persona=persona, run=run, prompt=prompt, temperature=temperature, seed=seed,
                          layer=layer, head=head, out=out)
@@ -228,7 +228,7 @@ def eval_(persona: PersonaArg, run: RunOpt = None, samples: SamplesOpt = EVAL_SA
     each with floor, ceiling and a 95% interval. Writes runs/PERSONA/eval/report.{json,md}."""
     import time
 
-    from guppy.eval_commands import evaluate, parse_seeds
+    from guppy.eval.commands import evaluate, parse_seeds
 
     _quiet_datasets()
     started = time.perf_counter()
@@ -241,7 +241,7 @@ def eval_(persona: PersonaArg, run: RunOpt = None, samples: SamplesOpt = EVAL_SA
 
 
 def print_eval_report(report: dict, seconds: float) -> None:
-    from guppy.report import hit_rate_table
+    from guppy.eval.report import hit_rate_table
 
     console.print(f"[bold]{report['headline']}[/]")
     header, rows = hit_rate_table(report, bold=lambda s: f"[bold]{s}[/]")
@@ -271,7 +271,7 @@ def compare(
     out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: runs/compare.")] = None,
 ):
     """Score every persona's model against every persona spec; the diagonal should dominate."""
-    from guppy.eval_commands import compare as run
+    from guppy.eval.commands import compare as run
 
     _quiet_datasets()
     with console.status("scoring every model against every persona"):
@@ -299,7 +299,7 @@ def runs(
 ):
     """Compare training runs: a table (preset and what differs, parameters, steps, time, best held-out loss,
     persona score) and one chart of their loss curves; with --prompt, each run's reply to it."""
-    from guppy.runs import compare_runs, replies_table, runs_table
+    from guppy.eval.runs import compare_runs, replies_table, runs_table
 
     with console.status("reading the runs" + (", sampling their replies" if prompt is not None else "")):
         result = compare_runs(runs=runs, out=out, prompt=prompt, seed=seed)
@@ -319,13 +319,13 @@ def run_all(
     """Everything, end to end: generate-data -> train -> eval -> a few sample replies, with the time of each."""
     import time
 
-    from guppy.atomic import check_output
-    from guppy.chat import sample_replies
     from guppy.config import resolve_config
-    from guppy.paths import RunPaths
-    from guppy.train import train as run_train
+    from guppy.model.chat import sample_replies
+    from guppy.store.atomic import check_output
+    from guppy.store.paths import RunPaths
+    from guppy.train.trainer import train as run_train
     from pipeline.generate import check_generate_options
-    from guppy.personas import load_persona
+    from guppy.spec.personas import load_persona
 
     _quiet_datasets()
     config = given(config)
@@ -379,7 +379,7 @@ def export(
         if onnx and web or dataset:
             raise GuppyError("--onnx, --web and --dataset are separate exports; pass one of them")
         return export_runtime(persona=persona, run=run, out=out, web=web, overwrite=overwrite)
-    from guppy.export import export as run_export
+    from guppy.export.hf import export as run_export
 
     if dataset:
         _quiet_datasets()
@@ -397,7 +397,7 @@ def serve(
     folder: Annotated[Optional[Path], typer.Option(help="The exported page. Default: runs/PERSONA/web.")] = None,
 ):
     """Serve the page `guppy export PERSONA --web` wrote, on this machine, and print its URL."""
-    from guppy.serve import serve as run_serve
+    from guppy.export.serve import serve as run_serve
 
     run_serve(persona=persona, run=run, folder=folder, port=port,
               on_ready=lambda line: console.print(line, highlight=False, soft_wrap=True))  # the URL on one line
@@ -410,9 +410,9 @@ def export_runtime(*, persona: str, run: Path | None, out: Path | None, web: boo
     except ImportError:
         raise GuppyError("--onnx and --web need onnxruntime: pip install 'guppy-persona[onnx]'") from None
     if web:
-        from guppy.export_web import export_web as run_export
+        from guppy.export.web import export_web as run_export
     else:
-        from guppy.export_onnx import export_onnx as run_export
+        from guppy.export.onnx import export_onnx as run_export
 
     with console.status("tracing the model to ONNX, quantizing to int8, checking both with onnxruntime"):
         meta = run_export(persona=persona, run=run, out=out, overwrite=overwrite)

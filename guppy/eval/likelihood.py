@@ -16,8 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from guppy.language import is_spaced
-from guppy.sampler import complete
+from guppy.spec.language import is_spaced
+from guppy.model.sampler import complete
 
 NEUTRAL_PROMPTS = ["say something", "what is that", "ok", "tell me something", "hmm", "what now"]
 MAX_BPB_CONVERSATIONS = 1000

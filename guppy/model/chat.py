@@ -10,13 +10,13 @@ from pathlib import Path
 
 import torch
 
-from guppy.checkpoint import load_model, persona_name, persona_run
 from guppy.checks import check_sampling
 from guppy.errors import GuppyError
-from guppy.sampler import complete, generate
+from guppy.model.checkpoint import load_model, persona_name, persona_run
+from guppy.model.sampler import complete, generate
 
 QUIT_WORDS = {"quit", "exit", ":q", "/quit", "/exit"}
-# How `guppy chat` samples. The evaluator samples the same way (guppy/evaluate.py, guppy/turns.py),
+# How `guppy chat` samples. The evaluator samples the same way (guppy/eval/evaluate.py, guppy/eval/turns.py),
 # so what it measures is what a user of `guppy chat` sees.
 TEMPERATURE, TOP_P, MAX_NEW_TOKENS = 0.8, 0.95, 64
 
@@ -119,7 +119,7 @@ def chat(*, persona: str, run: Path | None = None, prompt: str | None = None, te
 
 def sample_replies(*, persona: str, run: Path | None = None, seed: int = 0, n: int = 4) -> list[tuple[str, str]]:
     """A few (prompt, reply) pairs to show after `guppy run`: the persona's probes, else greetings."""
-    from guppy.personas import load_persona
+    from guppy.spec.personas import load_persona
 
     loaded = load_persona(persona)
     prompts = (loaded.spec.probes() + ["hi", "how are you", "what do you like", "tell me something"])[:n]

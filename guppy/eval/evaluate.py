@@ -1,22 +1,22 @@
 """The figures of how strongly a persona shows in what a model says, for one model, one persona
 spec and one sampling seed (`measure`). The commands that run it, `guppy eval` and `guppy compare`,
-are guppy/eval_commands.py; how its results read and are written, guppy/report.py.
+are guppy/eval/commands.py; how its results read and are written, guppy/eval/report.py.
 
 For one model and one persona spec:
     prompts     per association: its probes (never in training) + held-out prompts of its
                 topics from the test split (their normalized prompt is never in train)
     hit rate    share of sampled replies containing an expected word, per association
-    lift        teacher-forced, in nats (guppy/likelihood.py)
+    lift        teacher-forced, in nats (guppy/eval/likelihood.py)
     style       share of replies keeping each of the spec's style rules
     diversity   distinct-1/2 of the replies; memorized = share copied verbatim from train
-    bits/byte   held-out loss on the test split's replies, per UTF-8 byte (guppy/likelihood.py)
-    on topic    does a reply answer what was asked (guppy/on_topic.py), over every topic's held-out prompts
-    novelty     replies and sentences copied from train (guppy/novelty.py), on the same replies
-    turns       the persona and on-topic figures turn by turn in 4-turn chats (guppy/turns.py)
+    bits/byte   held-out loss on the test split's replies, per UTF-8 byte (guppy/eval/likelihood.py)
+    on topic    does a reply answer what was asked (guppy/eval/on_topic.py), over every topic's held-out prompts
+    novelty     replies and sentences copied from train (guppy/eval/novelty.py), on the same replies
+    turns       the persona and on-topic figures turn by turn in 4-turn chats (guppy/eval/turns.py)
 The same figures for the training data itself (ceiling) and an untrained model (floor);
 the headline `persona_score` is the mean over associations of
     (model hit rate - floor) / (ceiling - floor), clipped to [0, 1],
-with a 95% bootstrap interval over prompts (guppy/confidence.py).
+with a 95% bootstrap interval over prompts (guppy/eval/confidence.py).
 In a language written without spaces the floor's replies are cut to the lengths of the model's
 (score_model's `as_long_as`): there a word is found anywhere, and the tokenizer's tokens are
 phrases of the persona's own replies (kingyo: 459 of 4,096 hold a food word), so a random reply
@@ -31,17 +31,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from guppy.chat import TEMPERATURE, TOP_P
-from guppy.confidence import mean_ci, normalized, on_topic_ci, persona_score_ci
+from guppy.model.chat import TEMPERATURE, TOP_P
+from guppy.eval.confidence import mean_ci, normalized, on_topic_ci, persona_score_ci
 from guppy.errors import GuppyError
-from guppy.language import is_spaced, units
-from guppy.likelihood import bits_per_byte, lift
-from guppy.model import GPT
-from guppy.novelty import novelty_figures, training_sentences
-from guppy.on_topic import fit_classifier, held_out_prompts, on_topic_figures
-from guppy.persona import Persona
-from guppy.sampler import complete
-from guppy.turns import chat_prompts, drift, run_chats, turn_figures
+from guppy.spec.language import is_spaced, units
+from guppy.eval.likelihood import bits_per_byte, lift
+from guppy.model.gpt import GPT
+from guppy.eval.novelty import novelty_figures, training_sentences
+from guppy.eval.on_topic import fit_classifier, held_out_prompts, on_topic_figures
+from guppy.spec.persona import Persona
+from guppy.model.sampler import complete
+from guppy.eval.turns import chat_prompts, drift, run_chats, turn_figures
 
 MAX_HELD_OUT = 24  # held-out prompts per association: enough for a stable rate, quick on a CPU
 ON_TOPIC_SAMPLES = 2  # replies per held-out prompt of every topic (guppy: 65 topics x 6 prompts x 2)

@@ -1,13 +1,13 @@
 """Holds over a chat: the persona and on-topic figures turn by turn in multi-turn chats.
 
 Each chat asks TURNS held-out prompts of different topics, one after another, and keeps its history
-exactly as `guppy chat` does (guppy/chat.py: `trim_history`, the reply budget `chat_reply_budget`):
+exactly as `guppy chat` does (guppy/model/chat.py: `trim_history`, the reply budget `chat_reply_budget`):
 the oldest messages go first once the prompt no longer fits. The same prompts are asked at every turn,
 rotated across chats (chat i asks prompt (i + t * CHATS / TURNS) mod CHATS at turn t), so a difference
 between turns comes from where in a chat a prompt is asked, not from which prompts were asked.
 
 Per turn:
-    on_topic  share of replies the topic classifier (guppy/on_topic.py) reads as the prompt's topic
+    on_topic  share of replies the topic classifier (guppy/eval/on_topic.py) reads as the prompt's topic
     persona   share of replies that hit an association of the prompt's topic (prompts outside every
               association's topics do not count)
 and `drift`, the last turn's figure over the first's (1.0: holds; 0.5: half of it is gone by the end).
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import random
 
-from guppy.chat import TEMPERATURE, TOP_P, chat_reply_budget, trim_history
-from guppy.sampler import complete
+from guppy.model.chat import TEMPERATURE, TOP_P, chat_reply_budget, trim_history
+from guppy.model.sampler import complete
 
 TURNS = 4
 CHATS = 32  # prompts, and chats: each prompt is asked once at every turn position

@@ -1,7 +1,7 @@
 """What `guppy eval` and `guppy compare` write, and how their figures read: report.json, report.md,
 the charts, matrix.json, the one headline line (first in the terminal, report.md and the exported
 model card), and the one hit-rate table that report.md, `guppy eval`'s terminal table and the model
-card (guppy/export.py) all show. guppy/evaluate.py measures; this renders.
+card (guppy/export/hf.py) all show. guppy/eval/evaluate.py measures; this renders.
 
 report.json keys (stable; later keys are only ever added):
     persona, language, run, seed, samples   what was evaluated and how (language: the spec's BCP 47 tag)
@@ -24,8 +24,6 @@ report.json keys (stable; later keys are only ever added):
     over_seeds                         with `--seeds`: seeds, and per headline figure {median, min, max, values}
 """
 
-"""
-
 from __future__ import annotations
 
 import json
@@ -38,15 +36,15 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt  # noqa: E402
 
-from guppy.atomic import atomic_dir  # noqa: E402
-from guppy.language import is_spaced  # noqa: E402
-from guppy.paths import RunPaths  # noqa: E402
+from guppy.spec.language import is_spaced  # noqa: E402
+from guppy.store.atomic import atomic_dir  # noqa: E402
+from guppy.store.paths import RunPaths  # noqa: E402
 
 WHO = ("model", "floor", "ceiling")  # each figure is given for the model, an untrained one and the data
 
 
 def report_json(spec, measured: dict, *, run: Path, seed: int, samples: int) -> dict:
-    """report.json from guppy/evaluate.py's `measure`: the figures for the model, the floor and the ceiling."""
+    """report.json from guppy/eval/evaluate.py's `measure`: the figures for the model, the floor and the ceiling."""
     figures = measured["figures"]
     model_f, floor_f = figures["model"], figures["floor"]
     report = {

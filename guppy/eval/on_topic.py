@@ -7,7 +7,7 @@ multinomial naive Bayes, so it needs no word boundaries and works the same in Ja
 Naive Bayes fits guppy's 65 topics in half a second; a logistic regression read 2% more of the test
 replies right (0.94 against 0.92) but took 40-80x as long to fit, longer than the rest of `guppy eval`.
 
-Three figures, as for every figure of the evaluator (guppy/evaluate.py):
+Three figures, as for every figure of the evaluator (guppy/eval/evaluate.py):
     ceiling  the test split's own replies through the same classifier: what the data itself reaches
              (topics that share phrasing, such as "happy" and "excited", cap it below 1)
     model    the model's replies to the held-out prompts
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from guppy.language import is_spaced
+from guppy.spec.language import is_spaced
 
 TRAIN_REPLIES_PER_TOPIC = 150  # distinct replies per topic: enough for a stable classifier, quick to fit
 HELD_OUT_PROMPTS_PER_TOPIC = 6
@@ -99,7 +99,7 @@ def on_topic_figures(classifier: TopicClassifier, asked: list[str], replies: lis
     return {
         "model": model, "floor": floor, "ceiling": ceiling, "score": normalized(model, floor, ceiling),
         "per_topic": per_topic_table(asked, read_as, prompts, replies, ceiling_asked, ceiling_hits),
-        "_asked": asked, "_read_as": read_as,  # for the bootstrap (guppy/confidence.py); not written
+        "_asked": asked, "_read_as": read_as,  # for the bootstrap (guppy/eval/confidence.py); not written
     }
 
 

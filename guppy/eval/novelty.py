@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from guppy.language import fold
+from guppy.spec.language import fold
 
 # A sentence ends at . ! ? (and their full-width forms, 。！？, and …) followed by a space or the end.
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？…])\s*")
@@ -40,4 +40,4 @@ def novelty_figures(replies: list[str], train_replies: set[str], train_sentences
     n = max(1, len(replies))
     return {"copied": sum(copied) / n, "sentences": known / max(1, total), "stitched": sum(stitched) / n,
             "novel": 1.0 - sum(copied) / n,
-            "_copied": copied}  # per reply, for the bootstrap (guppy/confidence.py); not written
+            "_copied": copied}  # per reply, for the bootstrap (guppy/eval/confidence.py); not written

@@ -1,5 +1,5 @@
-"""`guppy eval` and `guppy compare`: load what they measure, measure it (guppy/evaluate.py), write it
-(guppy/report.py).
+"""`guppy eval` and `guppy compare`: load what they measure, measure it (guppy/eval/evaluate.py), write it
+(guppy/eval/report.py).
 
 Which dataset a model is measured against: `--data` when given; otherwise the one its run was trained
 on (train_config.json records it) when that is this persona's, else this persona's own (runs/P/data),
@@ -10,19 +10,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guppy.atomic import check_output, output_lock
+from guppy.store.atomic import check_output, output_lock
 from guppy.checks import SEED_MAX, check_number
-from guppy.checkpoint import load_model
-from guppy.confidence import over_seeds, persona_score_ci
+from guppy.model.checkpoint import load_model
+from guppy.eval.confidence import over_seeds, persona_score_ci
 from guppy.config import EVAL_SAMPLES
-from guppy.data import load_conversations
+from guppy.data.reader import load_conversations
 from guppy.errors import GuppyError
-from guppy.evaluate import (EvalData, ceiling_replies, eval_data_from, measure, persona_score, reply_figures,
+from guppy.eval.evaluate import (EvalData, ceiling_replies, eval_data_from, measure, persona_score, reply_figures,
                             score_model, untrained_like)
-from guppy.language import is_spaced
-from guppy.paths import COMPARE_DIR, RunPaths
-from guppy.personas import load_persona
-from guppy.report import HEADLINE_FIGURES, headline, report_json, write_matrix, write_report
+from guppy.spec.language import is_spaced
+from guppy.store.paths import COMPARE_DIR, RunPaths
+from guppy.spec.personas import load_persona
+from guppy.eval.report import HEADLINE_FIGURES, headline, report_json, write_matrix, write_report
 
 MAX_SAMPLES = 1000
 MAX_SEEDS = 20
