@@ -9,7 +9,7 @@ import pytest
 
 from guppy.eval.confidence import mean_ci, normalized, on_topic_ci, over_seeds, persona_score_ci
 from guppy.eval.novelty import novelty_figures, sentences, training_sentences
-from guppy.eval.on_topic import fit_classifier, held_out_prompts, on_topic_figures, shuffled_floor
+from guppy.eval.on_topic import fit_classifier, held_out_prompts, on_topic_figures, shuffled_floor, topic_mean
 from guppy.eval.turns import drift
 
 TRAIN = {"food": ["i love flakes. food is the best.", "pellets please. i am hungry.", "flakes now. i want food."] * 3,
@@ -37,7 +37,7 @@ def test_novelty_counts_whole_copies_sentences_and_stitching():
 def test_the_shuffled_floor_is_the_mean_over_every_shuffle():
     asked = ["a", "a", "b", "c", "c"]
     read_as = ["a", "b", "b", "c", "a"]
-    every = [np.mean([x == y for x, y in zip(asked, perm)]) for perm in itertools.permutations(read_as)]
+    every = [topic_mean(asked, [x == y for x, y in zip(asked, perm)]) for perm in itertools.permutations(read_as)]
     assert shuffled_floor(asked, read_as) == pytest.approx(np.mean(every))
 
 
@@ -60,7 +60,9 @@ def test_intervals_hold_the_figure_and_narrow_with_more_prompts():
     assert score[0] < 0.75 < score[1]
 
 
-def test_on_topic_interval_falls_to_zero_for_replies_that_ignore_the_question():
+def test_on_topic_weighs_topics_equally_and_its_interval_falls_to_zero_for_replies_that_ignore_the_question():
+    lopsided = ["a"] * 24 + ["b"] * 2  # a test split with few prompts of one topic
+    assert shuffled_floor(lopsided, ["a"] * 26) == 0.5 and topic_mean(lopsided, [True] * 24 + [False] * 2) == 0.5
     asked = ["a", "b"] * 50
     answering = on_topic_ci(asked, asked, ceiling=1.0, seed=0)
     ignoring = on_topic_ci(asked, ["a"] * 100, ceiling=1.0, seed=0)

@@ -316,8 +316,10 @@ def heatmap(result: dict, path: Path) -> None:
     ax.set_ylabel("model trained on")
     for i, row in enumerate(values):
         for j, v in enumerate(row):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v > 0.5 else "black")
-    ax.set_title("persona score")
+            noisy = i == j and result["within_noise"][names[i]]  # its margin is inside the 95% intervals
+            ax.text(j, i, f"{v:.2f}" + ("\n(noise)" if noisy else ""), ha="center", va="center",
+                    color="white" if v > 0.5 else "black")
+    ax.set_title("persona score (diagonal marked where within noise)")
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)
     plt.close(fig)
