@@ -6,7 +6,7 @@ itself read the file as we do?
 - f16 range: every matrix multiply's input (what llama.cpp converts to f16 next to f16 weights) and
   every weight, largest magnitude on the held-out conversations, against float16's largest value.
 - llama.cpp: through node-llama-cpp (pinned in guppy/llama_cpp/package.json, installed by
-  `npm ci` there, never downloaded at run time), with 1 thread: it tokenizes the held-out chats,
+  `npm install --omit=optional` there, never downloaded at run time), with 1 thread: it tokenizes the held-out chats,
   rendered by the chat template read back from the file, to our ids, and decodes greedy replies to
   CHECK_PROMPTS; f32 and f16 must give torch's every token, q8_0 torch's top-1 on 95% of steps.
 """
@@ -26,7 +26,7 @@ from guppy.errors import GuppyError
 from guppy.export_onnx import CHECK_PROMPTS
 
 RUNTIME = Path(__file__).resolve().parent / "llama_cpp"
-INSTALL = f"(cd {RUNTIME} && npm ci --omit=optional)"
+INSTALL = f"(cd {RUNTIME} && npm install --omit=optional)"
 N_CHATS, MAX_NEW = 100, 48
 Q8_TOP1 = 0.95
 
