@@ -222,6 +222,7 @@ def export_gguf(*, persona: str, run: Path | None = None, out: Path | None = Non
         meta = {"persona": name, "file": path.name, "type": kind, "bytes": path.stat().st_size,
                 "activation": model.config.activation, "residual_scale": scale, "context": model.config.context,
                 "checked_on": source, "rewrite": rewrite, "largest_f16_value": largest, "llama_cpp": llama,
-                "not_verified": missing and f"{missing}; to verify: {check.INSTALL}, then export again with --overwrite"}
+                "not_verified": missing and f"{missing}; to verify: {check.INSTALL}, then export again "
+                                            "with --overwrite"}
         (tmp / "guppy.json").write_text(json.dumps(meta, indent=2) + "\n")
     return {**meta, "out": str(out)}

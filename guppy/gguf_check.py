@@ -5,10 +5,11 @@ itself read the file as we do?
   on held-out conversations: largest logit difference, and the same greedy replies.
 - f16 range: every matrix multiply's input (what llama.cpp converts to f16 next to f16 weights) and
   every weight, largest magnitude on the held-out conversations, against float16's largest value.
-- llama.cpp: through node-llama-cpp (pinned in guppy/llama_cpp/package.json, installed by
-  `npm install --omit=optional` there, never downloaded at run time), with 1 thread: it tokenizes the held-out chats,
-  rendered by the chat template read back from the file, to our ids, and decodes greedy replies to
-  CHECK_PROMPTS; f32 and f16 must give torch's every token, q8_0 torch's top-1 on 95% of steps.
+- llama.cpp: through node-llama-cpp (pinned in guppy/llama_cpp/package.json and its lock, installed
+  by `npm install --omit=optional` there, never downloaded at run time), with 1 thread (2 threads on a
+  busy 2-core machine took seconds a token): it tokenizes the held-out chats, rendered by the chat
+  template read back from the file, to our ids, and decodes greedy replies to CHECK_PROMPTS; f32 and
+  f16 must give torch's every token, q8_0 torch's top-1 on 95% of the steps of its own replies.
 """
 
 from __future__ import annotations

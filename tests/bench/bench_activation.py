@@ -80,7 +80,8 @@ def main() -> None:
     data = (args.data or ROOT / "runs" / args.persona / "data").resolve()
     if not data.exists():
         sys.exit(f"{data}: no dataset; run `guppy generate-data {args.persona}` first")
-    jobs = [{"preset": p, "activation": a, "seed": args.seed} for p in args.presets.split(",") for a in ("relu", "gelu")]
+    jobs = [{"preset": p, "activation": a, "seed": args.seed}
+            for p in args.presets.split(",") for a in ("relu", "gelu")]
     with tempfile.TemporaryDirectory() as tmp:
         folder = (args.keep or Path(tmp)).resolve()
         folder.mkdir(parents=True, exist_ok=True)
