@@ -108,7 +108,7 @@ def write_gguf(path: Path, model, tokenizer, *, kind: str, scale: float, persona
     w.add_block_count(c.n_layer)
     w.add_head_count(c.n_head)
     w.add_layer_norm_eps(model.transformer.ln_f.eps)  # 1e-5, times scale**2 for a ReLU model
-    add_tokenizer(w, tokenizer)
+    add_tokenizer(w, tokenizer, c.vocab_size)
     add_sampling(w)
     w.add_string("guppy.activation", "relu" if scale != 1 else "gelu")
     w.add_float32("guppy.residual_scale", scale)
@@ -121,7 +121,7 @@ def write_gguf(path: Path, model, tokenizer, *, kind: str, scale: float, persona
     w.close()
 
 
-def add_tokenizer(w, tokenizer) -> None:
+def add_tokenizer(w, tokenizer, rows: int) -> None:
     """Byte-level BPE as llama.cpp's `gpt2` tokenizer with GPT-2's pre-tokenizer (ours: ByteLevel,
     no prefix space); the chat tokens are control tokens, so text never produces them and they
     are never printed. Nothing is added in front of a prompt: our chats start with <|im_start|>."""
@@ -134,8 +134,11 @@ def add_tokenizer(w, tokenizer) -> None:
     assert [i for _, i in vocab] == list(range(len(vocab))), "token ids have gaps"
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("gpt-2")
-    w.add_token_list([t for t, _ in vocab])
-    w.add_token_types([TokenType.CONTROL if t in SPECIAL_TOKENS else TokenType.NORMAL for t, _ in vocab])
+    # One token per row of the embedding: rows past the tokenizer's (none, for a model guppy trained) are unused.
+    unused = [f"<|unused{i}|>" for i in range(rows - len(vocab))]
+    w.add_token_list([t for t, _ in vocab] + unused)
+    w.add_token_types([TokenType.CONTROL if t in SPECIAL_TOKENS else TokenType.NORMAL for t, _ in vocab]
+                      + [TokenType.UNUSED] * len(unused))
     w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in model["merges"]])
     w.add_bos_token_id(tokenizer.im_start_id)
     w.add_eos_token_id(tokenizer.im_end_id)  # the end of a turn is the end of what the model says
