@@ -14,11 +14,11 @@ import torch
 from typer.testing import CliRunner
 
 from cli import app
-from guppy import export_gguf, gguf_check
-from guppy.checkpoint import load_model
-from guppy.export_gguf import SCALE, as_gelu, export_gguf as run_export
-from guppy.paths import RunPaths
-from guppy.tokenizer import CHAT_TEMPLATE
+from guppy.export import gguf as export_gguf, gguf_check
+from guppy.model.checkpoint import load_model
+from guppy.export.gguf import SCALE, as_gelu, export_gguf as run_export
+from guppy.store.paths import RunPaths
+from guppy.model.tokenizer import CHAT_TEMPLATE
 from tests.test_export import one_line_error
 
 gguf = pytest.importorskip("gguf")

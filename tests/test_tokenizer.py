@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from guppy.errors import GuppyError
-from guppy.tokenizer import IM_END, IM_START, PAD, ChatTokenizer, train_tokenizer
+from guppy.model.tokenizer import IM_END, IM_START, PAD, ChatTokenizer, train_tokenizer
 
 CHAT = [
     {"role": "user", "content": "what do you love"},

@@ -19,13 +19,13 @@ import yaml
 from pydantic import ValidationError
 
 from guppy.errors import GuppyError
-from guppy.persona import Persona
+from guppy.spec.persona import Persona
 
 
 def _shipped_root() -> Path:
     # A source checkout or editable install has personas/ beside guppy/; a wheel
     # carries them inside the package as guppy/_shipped/ (see pyproject.toml).
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # guppy/
     for root in (here.parent, here / "_shipped"):
         if (root / "personas").is_dir() and (root / "templates").is_dir():
             return root

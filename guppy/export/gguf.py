@@ -10,7 +10,7 @@ Written with the `gguf` package (llama.cpp's own writer, on PyPI). llama.cpp's g
 (learned positions, pre-LayerNorm, tied head) except that its MLP is always GELU. A ReLU model is
 written as a GELU model whose residual stream is `SCALE` times larger: gelu(s*z)/s differs from
 relu(z) by at most 0.17/s, so at s = 256 every activation is within 7e-4 of the ReLU's
-(`as_gelu`). What llama.cpp does with the file is checked before it is kept (guppy/gguf_check.py).
+(`as_gelu`). What llama.cpp does with the file is checked before it is kept (guppy/export/gguf_check.py).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def as_gelu(model, scale: float = SCALE):
     times larger; ln_f is divided by it, because the tied head reads the scaled embedding."""
     if model.config.activation == "gelu":
         return model, 1.0
-    from guppy.model import GPT
+    from guppy.model.gpt import GPT
 
     g = GPT(model.config.model_copy(update={"activation": "gelu"}))
     g.load_state_dict(copy.deepcopy(model.state_dict()))
@@ -127,7 +127,7 @@ def add_tokenizer(w, tokenizer, rows: int) -> None:
     are never printed. Nothing is added in front of a prompt: our chats start with <|im_start|>."""
     from gguf import TokenType
 
-    from guppy.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS
+    from guppy.model.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS
 
     model = json.loads(tokenizer.tokenizer.to_str())["model"]
     vocab = sorted(tokenizer.tokenizer.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1])
@@ -150,7 +150,7 @@ def add_tokenizer(w, tokenizer, rows: int) -> None:
 
 
 def chat_defaults() -> dict:
-    from guppy.export_web import CHAT
+    from guppy.export.web import CHAT
 
     return CHAT
 
@@ -190,10 +190,10 @@ def export_gguf(*, persona: str, run: Path | None = None, out: Path | None = Non
                 overwrite: bool = False, say=print) -> dict:
     """Write runs/PERSONA/gguf (checked as the module docstring says); return guppy.json's contents.
     f16 that would not hold a ReLU model's scaled activations becomes f32, and `say` tells why."""
-    from guppy import gguf_check as check
-    from guppy.atomic import atomic_dir, check_output
-    from guppy.checkpoint import load_model, persona_name, persona_run
-    from guppy.export import run_persona
+    from guppy.export import gguf_check as check
+    from guppy.store.atomic import atomic_dir, check_output
+    from guppy.model.checkpoint import load_model, persona_name, persona_run
+    from guppy.export.hf import run_persona
 
     check_type(kind)
     name = persona_name(persona)

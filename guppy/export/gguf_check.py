@@ -1,11 +1,11 @@
 """The checks behind `guppy export --gguf`: is the rewrite exact, does f16 hold it, and does llama.cpp
 itself read the file as we do?
 
-- rewrite: the GELU model that is written (export_gguf.as_gelu) against the trained one, in torch,
+- rewrite: the GELU model that is written (export.gguf.as_gelu) against the trained one, in torch,
   on held-out conversations: largest logit difference, and the same greedy replies.
 - f16 range: every matrix multiply's input (what llama.cpp converts to f16 next to f16 weights) and
   every weight, largest magnitude on the held-out conversations, against float16's largest value.
-- llama.cpp: through node-llama-cpp (pinned in guppy/llama_cpp/package.json and its lock, installed
+- llama.cpp: through node-llama-cpp (pinned in guppy/export/llama_cpp/package.json and its lock, installed
   by `npm install --omit=optional` there, never downloaded at run time), with 1 thread (2 threads on a
   busy 2-core machine took seconds a token): it tokenizes the held-out chats, rendered by the chat
   template read back from the file, to our ids, and decodes greedy replies to CHECK_PROMPTS; f32 and
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from guppy.errors import GuppyError
-from guppy.export_onnx import CHECK_PROMPTS
+from guppy.export.onnx import CHECK_PROMPTS
 
 RUNTIME = Path(__file__).resolve().parent / "llama_cpp"
 INSTALL = f"(cd {RUNTIME} && npm install --omit=optional)"
@@ -35,7 +35,7 @@ Q8_TOP1 = 0.95
 def held_out_chats(paths, n: int = N_CHATS) -> tuple[list[list[dict]], str]:
     """Up to `n` conversations of the test split the run was trained on, and where they came from;
     without that dataset, the check prompts as one-message chats."""
-    from guppy.data import load_conversations
+    from guppy.data.reader import load_conversations
 
     try:
         test = load_conversations(paths.trained_on())["test"]
@@ -84,7 +84,7 @@ def check_prompts(model, tokenizer) -> list[list[int]]:
 
 
 def torch_greedy(model, tokenizer, prompt: list[int]) -> list[int]:
-    from guppy.sampler import generate
+    from guppy.model.sampler import generate
 
     steps = generate(model, [prompt], max_new_tokens=MAX_NEW, temperature=0.0, stop_id=tokenizer.im_end_id)
     return [int(t[0]) for t in steps]

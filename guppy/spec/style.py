@@ -2,7 +2,7 @@
 
 The data side refuses (or drops) conversations that break them and marks them in `guppy persona
 sample`; the evaluator reports how many of a model's replies keep them. The persona's language
-(guppy/language.py) decides whether case applies and whether lengths count words (English) or
+(guppy/spec/language.py) decides whether case applies and whether lengths count words (English) or
 characters (a script written without spaces, such as Japanese); sentences end at . ! ? and 。！？.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from guppy.persona import Style
+    from guppy.spec.persona import Style
 
 RULES = ("lowercase", "sentence_length", "reply_length", "no_banned_words")
 _SENTENCE = re.compile(r"[^.!?。！？．…]+[.!?。！？．…]*")
@@ -28,8 +28,8 @@ class Violation:
 
 def violations(reply: str, style: Style) -> list[Violation]:
     """Every way `reply` breaks `style`, in reply order within each rule; empty when it keeps them all."""
-    from guppy.language import is_cased, is_spaced, length
-    from guppy.persona import phrases_pattern
+    from guppy.spec.language import is_cased, is_spaced, length
+    from guppy.spec.persona import phrases_pattern
 
     language = style._language
     unit = "words" if is_spaced(language) else "characters"
