@@ -106,7 +106,7 @@ def llama_run(path: Path, config, *, texts: list[str], prompts: list[list[int]],
         if len(p) >= config.context:
             raise GuppyError(f"a prompt of {len(p)} tokens would reach the model's context of {config.context}; "
                              "cut it (guppy keeps the newest tokens) before llama.cpp reads it")
-    request = {"model": str(path), "context": config.context, "texts": texts, "prompts": prompts,
+    request = {"model": str(Path(path).resolve()), "context": config.context, "texts": texts, "prompts": prompts,
                "max_new_tokens": MAX_NEW, "stop_id": stop_id, "vocab_size": config.vocab_size}
     done = subprocess.run(["node", str(RUNTIME / "check.mjs")], input=json.dumps(request), capture_output=True,
                           text=True, cwd=RUNTIME, timeout=600)
