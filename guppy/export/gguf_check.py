@@ -15,6 +15,7 @@ itself read the file as we do?
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import shutil
 import subprocess
@@ -90,13 +91,23 @@ def torch_greedy(model, tokenizer, prompt: list[int]) -> list[int]:
     return [int(t[0]) for t in steps]
 
 
+@functools.cache
 def runtime_missing() -> str | None:
-    """Why llama.cpp cannot check a file here, or None."""
+    """Why llama.cpp cannot check a file here, or None: no node, no node-llama-cpp, or one that does not
+    start (a node older than 20, no prebuilt binaries for this platform)."""
     if shutil.which("node") is None:
         return "node is not installed"
     if not (RUNTIME / "node_modules" / "node-llama-cpp").is_dir():
         return f"node-llama-cpp is not installed in {RUNTIME}"
+    probe = subprocess.run(["node", "check.mjs", "--probe"], cwd=RUNTIME, capture_output=True, text=True, timeout=300)
+    if probe.returncode != 0:
+        why = (probe.stderr.strip().splitlines() or ["?"])[-1][:200]
+        return f"llama.cpp does not start here with node {node_version()} ({why})"
     return None
+
+
+def node_version() -> str:
+    return subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
 
 
 def llama_run(path: Path, config, *, texts: list[str], prompts: list[list[int]], stop_id: int) -> dict:

@@ -6,14 +6,20 @@
 import {readFileSync} from "node:fs";
 import {getLlama, LlamaLogLevel} from "node-llama-cpp";
 
-const request = JSON.parse(readFileSync(0, "utf8"));
+// `node check.mjs --probe`: does llama.cpp start here (node's version, the platform's binaries)?
+const probe = process.argv.includes("--probe");
+const request = probe ? {prompts: []} : JSON.parse(readFileSync(0, "utf8"));
 const refuse = (why) => { process.stdout.write(JSON.stringify({error: why})); process.exit(2); };
 
 for (const [i, prompt] of request.prompts.entries())
     if (prompt.length >= request.context) refuse(`prompt ${i} has ${prompt.length} tokens; the context holds ${request.context}`);
 
 // build "never": use the prebuilt binaries as installed, never download or compile at run time.
-const llama = await getLlama({gpu: false, build: "never", logLevel: LlamaLogLevel.error});
+const llama = await getLlama({gpu: false, build: "never", logLevel: LlamaLogLevel.error}).catch((e) => {
+    process.stderr.write(`${e.name}: ${e.message}\n`);  // e.g. no prebuilt binary for this platform
+    process.exit(3);
+});
+if (probe) process.exit(0);
 const model = await llama.loadModel({modelPath: request.model, gpuLayers: 0});
 const tokenized = request.texts.map((text) => Array.from(model.tokenize(text, true)));
 
