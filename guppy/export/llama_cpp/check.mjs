@@ -1,5 +1,6 @@
-// llama.cpp's side of `guppy export --gguf`'s check (guppy/gguf_check.py runs it with node).
-// stdin: {"model": path, "context": n, "texts": [chat text], "prompts": [[id]], "max_new_tokens": n, "stop_id": id}
+// llama.cpp's side of `guppy export --gguf`'s check (guppy/export/gguf_check.py runs it with node).
+// stdin: {"model": path, "context": n, "texts": [chat text], "prompts": [[id]], "max_new_tokens": n, "stop_id": id,
+//         "vocab_size": n}
 // stdout: {"tokenized": [[id] per text], "replies": [{"tokens": [id], "logits": base64 float32 (steps x vocab)}]}
 // Greedy decoding by hand, one token at a time, so that every step's raw logits come back.
 // llama.cpp aborts the process on a token at position >= context: such a request is refused here.
@@ -11,8 +12,10 @@ const probe = process.argv.includes("--probe");
 const request = probe ? {prompts: []} : JSON.parse(readFileSync(0, "utf8"));
 const refuse = (why) => { process.stdout.write(JSON.stringify({error: why})); process.exit(2); };
 
-for (const [i, prompt] of request.prompts.entries())
-    if (prompt.length >= request.context) refuse(`prompt ${i} has ${prompt.length} tokens; the context holds ${request.context}`);
+for (const [i, prompt] of request.prompts.entries()) {
+    if (prompt.length >= request.context)
+        refuse(`prompt ${i} has ${prompt.length} tokens; the context holds ${request.context}`);
+}
 
 // build "never": use the prebuilt binaries as installed, never download or compile at run time.
 const llama = await getLlama({gpu: false, build: "never", logLevel: LlamaLogLevel.error}).catch((e) => {
