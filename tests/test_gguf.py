@@ -148,3 +148,14 @@ def test_bad_input_is_one_line(mini_run, tmp_path):
     one_line_error(runner.invoke(app, [*args, "--out", str(tmp_path / "file")]), "is a file")
     one_line_error(runner.invoke(app, [*args, "--onnx"]), "separate exports")
     assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_a_type_that_loses_the_replies_is_refused_and_nothing_is_written(mini_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(gguf_check, "runtime_missing", lambda: None)
+    worse = {"tokens_same": 20, "chats": 20, "greedy_same": 3, "prompts": 10, "top1": 0.81, "steps": 100,
+             "max_logit_diff": 1.5}
+    monkeypatch.setattr(gguf_check, "llama_check", lambda *a, **k: worse)
+    out = tmp_path / "g"
+    args = ["export", "mini", "--run", str(mini_run), "--gguf", "--type", "q8_0", "--out", str(out)]
+    one_line_error(runner.invoke(app, args), "--type q8_0", "81.0%", "try --type f16")
+    assert not out.exists() and not list(tmp_path.iterdir())

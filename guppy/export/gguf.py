@@ -186,6 +186,17 @@ def check_type(kind: str) -> str:
     return kind
 
 
+def refuse(kind: str, llama: dict):
+    """llama.cpp did not give the model's replies: nothing is written. At f32 that is a bug; at f16 or
+    q8_0 the type may have lost too much for this model, and a larger one may do."""
+    figures = (f"{llama['tokens_same']} of {llama['chats']} chats tokenized as ours, {llama['greedy_same']} of "
+               f"{llama['prompts']} greedy replies the same, top-1 the same on {llama['top1']:.1%} of steps")
+    if kind == "f32":
+        raise RuntimeError(f"llama.cpp does not reproduce the model at f32: {figures}")
+    raise GuppyError(f"--type {kind}: llama.cpp does not give this model's replies ({figures}); nothing was "
+                     f"written; try --type {'f16' if kind == 'q8_0' else 'f32'}")
+
+
 def export_gguf(*, persona: str, run: Path | None = None, out: Path | None = None, kind: str = "f16",
                 overwrite: bool = False, say=print) -> dict:
     """Write runs/PERSONA/gguf (checked as the module docstring says); return guppy.json's contents.
@@ -221,7 +232,7 @@ def export_gguf(*, persona: str, run: Path | None = None, out: Path | None = Non
         missing = check.runtime_missing()
         llama = None if missing else check.llama_check(path, model, tokenizer, chats, prompts)
         if llama is not None and not check.passes(kind, llama):
-            raise RuntimeError(f"llama.cpp does not reproduce the model at {kind}: {llama}")  # a bug
+            refuse(kind, llama)
         meta = {"persona": name, "file": path.name, "type": kind, "bytes": path.stat().st_size,
                 "activation": model.config.activation, "residual_scale": scale, "context": model.config.context,
                 "checked_on": source, "rewrite": rewrite, "largest_f16_value": largest, "llama_cpp": llama,
