@@ -42,14 +42,15 @@ def run_job(job: dict, *, persona: str, data: Path, folder: Path, threads: int, 
     started = time.perf_counter()
     done = guppy(*train, *(["--max-steps", str(steps)] if steps else []), threads=threads)
     train_s = time.perf_counter() - started
-    if done.returncode == 0:  # guppy eval reads the held-out split of the dataset train_config.json records
-        done = guppy("eval", persona, "--run", str(out), "--samples", str(samples), threads=threads)
+    if done.returncode == 0:  # measured on the held-out split of the same dataset
+        done = guppy("eval", persona, "--run", str(out), "--data", str(data), "--samples", str(samples),
+                     threads=threads)
     if done.returncode != 0:
         return {**job, "error": (done.stderr.strip().splitlines() or ["?"])[-1]}
     evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     report = json.loads((out / "eval" / "report.json").read_text())
     return {**job, "train_s": train_s, "held_out": min(r["test_loss"] for r in evals if r["kind"] == "eval"),
-            "persona": report["persona_score"], "on_topic": report.get("on_topic")}
+            "persona": report["persona_score"], "on_topic": (report.get("on_topic") or {}).get("score")}
 
 
 def table(rows: list[dict]) -> str:
