@@ -59,7 +59,7 @@ def test_a_relu_model_written_without_the_rewrite_is_what_llama_cpp_gets_wrong(m
     path = tmp_path / "plain.gguf"
     export_gguf.write_gguf(path, model, tokenizer, kind="f32", scale=1.0, persona={"name": "mini", "description": ""})
     chats, _ = gguf_check.held_out_chats(RunPaths(mini_run), n=5)
-    check = gguf_check.llama_check(path, model, tokenizer, chats, gguf_check.check_prompts(model, tokenizer))
+    check = gguf_check.llama_check(path, model, tokenizer, chats, gguf_check.check_prompts(model, tokenizer, chats))
     assert check["max_logit_diff"] > 0.1
 
 

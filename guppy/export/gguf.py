@@ -214,7 +214,7 @@ def export_gguf(*, persona: str, run: Path | None = None, out: Path | None = Non
     model, tokenizer, _ = load_model(paths.root)
     spec = run_persona(persona, paths)
     chats, source = check.held_out_chats(paths)
-    rows, prompts = check.chat_ids(tokenizer, chats, model.config.context), check.check_prompts(model, tokenizer)
+    rows, prompts = check.chat_ids(tokenizer, chats, model.config.context), check.check_prompts(model, tokenizer, chats)
     gelu, scale = as_gelu(model)
     rewrite = check.rewrite_check(model, gelu, tokenizer, rows, prompts)
     if rewrite["greedy_same"] != len(prompts):  # a bug, not the user's: never write a wrong model

@@ -8,7 +8,7 @@ itself read the file as we do?
 - llama.cpp: through node-llama-cpp (pinned in guppy/export/llama_cpp/package.json and its lock, installed
   by `npm install --omit=optional` there, never downloaded at run time), with 1 thread (2 threads on a
   busy 2-core machine took seconds a token): it tokenizes the held-out chats, rendered by the chat
-  template read back from the file, to our ids, and decodes greedy replies to CHECK_PROMPTS; f32 and
+  template read back from the file, to our ids, and decodes greedy replies to 10 of their questions; f32 and
   f16 must give torch's every token, q8_0 torch's top-1 on 95% of the steps of its own replies.
 """
 
@@ -29,7 +29,7 @@ from guppy.export.onnx import CHECK_PROMPTS
 
 RUNTIME = Path(__file__).resolve().parent / "llama_cpp"
 INSTALL = f"(cd {RUNTIME} && npm install --omit=optional)"
-N_CHATS, MAX_NEW = 100, 48
+N_CHATS, N_PROMPTS, MAX_NEW = 100, 10, 48
 Q8_TOP1 = 0.95
 
 
@@ -77,11 +77,12 @@ def largest_f16_value(gelu, rows: list[list[int]]) -> float:
     return max(seen)
 
 
-def check_prompts(model, tokenizer) -> list[list[int]]:
-    """CHECK_PROMPTS as the sampler would feed them: cut from the left to leave the reply its room."""
+def check_prompts(model, tokenizer, chats: list[list[dict]], n: int = N_PROMPTS) -> list[list[int]]:
+    """The first message of the first `n` chats (held-out questions, in the persona's language) as the
+    sampler would feed them: cut from the left to leave the reply its room."""
     c = model.config
     room = min(MAX_NEW, c.context // 2)
-    return [tokenizer.encode_prompt([{"role": "user", "content": p}])[-(c.context - room):] for p in CHECK_PROMPTS]
+    return [tokenizer.encode_prompt(chat[:1])[-(c.context - room):] for chat in chats[:n]]
 
 
 def torch_greedy(model, tokenizer, prompt: list[int]) -> list[int]:
