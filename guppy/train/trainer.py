@@ -20,7 +20,6 @@ state, so `--resume` continues the exact curve of an uninterrupted run (tests/te
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import signal
@@ -35,10 +34,11 @@ from guppy.config import TrainConfig, resolve_config
 from guppy.store.atomic import atomic_dir, atomic_file, check_output, output_lock
 from guppy.model.checkpoint import (has_resumable, load_resumable, persona_run, restore_resumable, resumable_state,
                               rng_tensors, save_checkpoint)
-from guppy.data.reader import Tokenized, epoch_order, flat_messages, load_conversations, pack, pack_whole, tokenize
+from guppy.data.reader import flat_messages, load_conversations, pack, pack_whole, tokenize
 from guppy.errors import GuppyError
 from guppy.store.paths import RunPaths
 from guppy.store.run_folder import SavedInterrupt, resume_command, training_folder
+from guppy.train.batches import Batches, data_hash
 from guppy.train.metrics import Metrics, plot_losses, progress_bar
 from guppy.train.processes import Processes
 
@@ -57,62 +57,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return cfg.min_lr
     progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
-
-
-# ---------------------------------------------------------------------------------- data
-
-class Batches:
-    """Global batch `step` = batch_size consecutive rows of epoch step // steps_per_epoch, in an order
-    that comes from (seed, epoch); a rank takes its slice of each global batch, cut into grad_accum
-    micro-batches. An epoch's rows go to the device once (a few MB).
-
-    packing "whole": the rows are packed once (guppy/data/reader.py: pack_whole) and each epoch shuffles them.
-    packing "stream": each epoch shuffles the conversations and packs them again, back to back."""
-
-    def __init__(self, data: Tokenized, *, context: int, cfg: TrainConfig, procs: Processes, pad_id: int):
-        self.data, self.context, self.cfg, self.procs = data, context, cfg, procs
-        if cfg.packing == "whole":
-            self.rows = pack_whole(data, context=context, pad_id=pad_id, seed=cfg.seed,
-                                   order=epoch_order(len(data), seed=cfg.seed, epoch=0))
-            rows = len(self.rows[0])
-        else:
-            rows = (data.tokens - 1) // context
-        self.steps_per_epoch = rows // cfg.batch_size
-        if self.steps_per_epoch == 0:
-            raise GuppyError(f"the train split has {data.tokens:,} tokens: not one batch of {cfg.batch_size} rows of "
-                             f"{context}; generate more data or lower the batch size")
-        self.micro = cfg.batch_size // procs.world // cfg.grad_accum
-        self.epoch = -1
-
-    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """This rank's rows of global batch `step` as (x, y), each (grad_accum, micro, context), and
-        the learned tokens of the whole global batch, which every rank counts from the same rows (no
-        communication; counted on the CPU, so the GPU is never waited for)."""
-        epoch, b = divmod(step, self.steps_per_epoch)
-        if epoch != self.epoch:
-            if self.cfg.packing == "whole":
-                order = torch.from_numpy(epoch_order(len(self.rows[0]), seed=self.cfg.seed, epoch=epoch))
-                x, y = (t[order] for t in self.rows)
-            else:
-                x, y = pack(self.data, context=self.context,
-                            order=epoch_order(len(self.data), seed=self.cfg.seed, epoch=epoch))
-            self.epoch, self.learned = epoch, (y != -1).sum(dim=1).tolist()  # per row
-            self.x, self.y = x.to(self.procs.device), y.to(self.procs.device)
-        B, accum = self.cfg.batch_size, self.cfg.grad_accum
-        first = b * B + self.procs.rank * self.micro * accum  # this rank's first row
-        rows = slice(first, first + self.micro * accum)
-        shape = (accum, self.micro, self.context)
-        return self.x[rows].view(shape), self.y[rows].view(shape), sum(self.learned[b * B:(b + 1) * B])
-
-
-def data_hash(*splits: Tokenized) -> str:
-    """Identifies the tokenized data, so --resume refuses a dataset that changed."""
-    h = hashlib.blake2b(digest_size=8)
-    for s in splits:
-        h.update(s.ids.tobytes())
-        h.update(s.learn.tobytes())
-        h.update(s.starts.tobytes())
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------- evaluation
@@ -217,12 +161,9 @@ class Trainer:
         # data: load -> tokenizer -> tokenize -> pack (the test rows once, in stored order)
         # A one-file dataset is split with the loader's fixed seed, not the run's: the split belongs to the
         # data, and `guppy eval` must hold out the same prompts.
-        dd = load_conversations(data, test_size=cfg.test_size)
-        self.tokenizer = self._tokenizer(dd)
+        self.tokenizer, self.train_data, test_data = self._prepare(data)
         self.mconf = cfg.shape(self.tokenizer.vocab_size)
         context = self.mconf.context
-        self.train_data = tokenize(dd["train"], self.tokenizer, context=context)
-        test_data = tokenize(dd["test"], self.tokenizer, context=context)
         if len(self.train_data) == 0 or len(test_data) == 0:
             raise GuppyError(f"{data}: no conversation fits the model's {context}-token context")
         rows = cfg.eval_batches * cfg.batch_size
@@ -253,19 +194,34 @@ class Trainer:
         # and fp16 a gradient scaler, so Apple's GPU trains in fp32 (the tiny models fit either way).
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.on_cuda else nullcontext()
 
-    def _tokenizer(self, dd):
-        """Rank 0 learns it from the train split and saves it to the run; --resume reuses the run's."""
+    def _prepare(self, data: Path):
+        """(tokenizer, train, test): rank 0 learns the tokenizer from the train split and saves it to the run,
+        the other ranks read it there; --resume reuses the run's. A dataset prepared the same way before comes
+        whole from the cache (guppy/train/prepared.py) and is not read at all."""
         from guppy.model.tokenizer import ChatTokenizer, train_tokenizer
+        from guppy.train.prepared import cache_key, load_prepared, save_prepared
 
+        cfg, main = self.cfg, self.procs.main
+        key = None if self.resuming else cache_key(data, test_size=cfg.test_size, vocab_size=cfg.vocab_size,
+                                                   context=cfg.context)
+        cached = load_prepared(key) if key else None
+        dd = None if cached else load_conversations(data, test_size=cfg.test_size)
         if self.resuming:
-            return ChatTokenizer.load(self.paths.tokenizer)
-        if self.procs.main:
-            _, _, contents = flat_messages(dd["train"])
-            tokenizer = train_tokenizer(contents, vocab_size=self.cfg.vocab_size)
+            tokenizer = ChatTokenizer.load(self.paths.tokenizer)
+        elif main:
+            tokenizer = cached[0] if cached else train_tokenizer(flat_messages(dd["train"])[2],
+                                                                 vocab_size=cfg.vocab_size)
             with atomic_dir(self.paths.tokenizer, kind="tokenizer", overwrite=True) as tmp:
                 tokenizer.save(tmp)
         self.procs.barrier()  # the other ranks read what rank 0 learned: one vocabulary for all
-        return tokenizer if self.procs.main else ChatTokenizer.load(self.paths.tokenizer)
+        if not (self.resuming or main):
+            tokenizer = ChatTokenizer.load(self.paths.tokenizer)
+        if cached:
+            return cached
+        train_data, test_data = (tokenize(dd[s], tokenizer, context=cfg.context) for s in ("train", "test"))
+        if key and main:
+            save_prepared(key, tokenizer, train_data, test_data)
+        return tokenizer, train_data, test_data
 
     def _restore(self) -> None:
         """Continue from ckpt/last: weights, optimizer moments, RNG states, step, best loss."""
