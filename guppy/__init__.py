@@ -5,7 +5,7 @@
     model/       the GPT, its tokenizer, sampler, checkpoints, and chatting with it
     train/       the one trainer, its optimizer, processes and metrics
     eval/        measuring a run: evaluate, report, inspect, runs
-    export/      shipping a run: transformers folder, ONNX, the web playground, serve
+    export/      shipping a run: transformers folder, ONNX, the web playground, serve, GGUF
     store/       where outputs go and how they are written: paths, atomic writes, locks, run folders
 docs/architecture.md draws the data's way through them; tests/test_structure.py holds the rules.
 """

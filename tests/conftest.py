@@ -77,3 +77,11 @@ def mini_run(tmp_path_factory) -> Path:
     from tests.trained import train_mini
 
     return train_mini(tmp_path_factory.mktemp("mini-run"))
+
+
+@pytest.fixture(scope="session")
+def mini_gelu_run(tmp_path_factory) -> Path:
+    """The same with a GELU MLP (guppy export --gguf writes it without the ReLU rewrite)."""
+    from tests.trained import train_mini
+
+    return train_mini(tmp_path_factory.mktemp("mini-gelu-run"), activation="gelu")

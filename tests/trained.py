@@ -9,7 +9,7 @@ from pathlib import Path
 from tests.conftest import write_persona
 
 
-def train_mini(root: Path) -> Path:
+def train_mini(root: Path, **overrides) -> Path:
     from guppy.train.trainer import train
     from pipeline.generate import generate_data
 
@@ -17,5 +17,6 @@ def train_mini(root: Path) -> Path:
     run = root / "runs" / "mini"
     generate_data(persona=persona, n=400, out=run / "data")
     train(persona=str(persona), out=run, preset="tiny", max_steps=150, batch_size=16, lr=4e-3, warmup_steps=2,
-          eval_every=30, eval_batches=1, log_every=10, vocab_size=400, device="cpu", progress=False)
+          eval_every=30, eval_batches=1, log_every=10, vocab_size=400, device="cpu", progress=False,
+          **overrides)
     return run

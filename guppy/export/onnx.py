@@ -185,7 +185,7 @@ def export_onnx(*, persona: str, run: Path | None = None, out: Path | None = Non
 
     name = persona_name(persona)
     paths = persona_run(name, run)
-    out = Path(out) if out is not None else paths.root / "onnx"
+    out = Path(out) if out is not None else paths.onnx
     if out.exists() and not overwrite:
         raise GuppyError(f"{out}: already exists; pass --overwrite to replace it")
     model, tokenizer, _ = load_model(paths.root)

@@ -38,7 +38,7 @@ def export_web(*, persona: str, run: Path | None = None, out: Path | None = None
     """Write runs/PERSONA/web; return its guppy.json plus the page weight per model file."""
     name = persona_name(persona)
     paths = persona_run(name, run)
-    out = Path(out) if out is not None else paths.root / "web"
+    out = Path(out) if out is not None else paths.web
     if out.exists() and not overwrite:
         raise GuppyError(f"{out}: already exists; pass --overwrite to replace it")
     missing = [f for f in VENDOR if not (WEB / "vendor" / f).is_file()]

@@ -50,8 +50,9 @@ LAYOUTS: dict[str, tuple[set[str], set[str]]] = {  # kind -> (must have, may hav
     "inspect": ({"inspect.json"}, {"inspect.md", "attention_grid.png", "persona_word.png"}),
     "onnx": ({"model.onnx"}, {"model.int8.onnx"} | TOKENIZER_FILES),
     "web": ({"index.html"}, set()),
+    "gguf": ({"Modelfile", "guppy.json"}, set()),
     "run": (set(), {"data", "tokenizer", "ckpt", "train_config.json", "metrics.jsonl", "loss.png", "eval", "hf",
-                    "hf-dataset", "inspect", "onnx", "web", "screenshots"}),
+                    "hf-dataset", "inspect", "onnx", "web", "gguf", "screenshots"}),
 }
 # Our own hidden entries beside or inside an output: the marker, locks, leftovers of a write.
 _OURS_HIDDEN = re.compile(r"^(\.guppy\.json|\..+\.lock|\..+\.(tmp|old|fresh)-\d+)$")

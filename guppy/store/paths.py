@@ -9,6 +9,7 @@
         loss.png               loss curve
         eval/                  report.json, report.md, charts
         hf/                    `guppy export` output (transformers layout)
+        onnx/, web/, gguf/     `guppy export --onnx`, `--web`, `--gguf`
 """
 
 from __future__ import annotations
@@ -64,6 +65,18 @@ class RunPaths:
     @property
     def hf(self) -> Path:
         return self.root / "hf"
+
+    @property
+    def onnx(self) -> Path:
+        return self.root / "onnx"
+
+    @property
+    def web(self) -> Path:
+        return self.root / "web"
+
+    @property
+    def gguf(self) -> Path:
+        return self.root / "gguf"
 
     def trained_on(self) -> Path:
         """The dataset this run was trained on: train_config.json records it (`guppy train --data`),
