@@ -15,16 +15,18 @@ from guppy.atomic import atomic_file
 from guppy.errors import GuppyError
 from guppy.persona import Identity, Persona
 from guppy.style import violations
-from pipeline.blank import BLANK_TOPIC, COMMON_POOLS, blank_yaml
+from pipeline.blank import COMMON_POOLS, blank_persona, with_language
 from guppy.personas import LoadedPersona, load_persona
 from pipeline.pools import display_path
 from pipeline.render import Renderer
 from pipeline.trace import Located, TracingRenderer
 
 
-def new_persona(name: str, *, from_: str = "guppy", blank: bool = False, root: Path = Path(".")) -> Path:
+def new_persona(name: str, *, from_: str = "guppy", blank: bool = False, language: str | None = None,
+                root: Path = Path(".")) -> Path:
     """Copy persona `from_` to personas/NAME.yaml and its own templates to templates/NAME/,
-    or with `blank`, write the documented blank skeleton (pipeline/blank.py) and its schema.
+    or with `blank`, write the documented blank skeleton in `language` (pipeline/blank.py) and its schema.
+    With `from_`, a `language` replaces the copy's own.
 
     Template paths `FROM/...` become `NAME/...` in the YAML and in the templates' imports;
     shared `common/` templates stay shared. The result validates and renders at once.
@@ -39,7 +41,8 @@ def new_persona(name: str, *, from_: str = "guppy", blank: bool = False, root: P
         if path.exists():
             raise GuppyError(f"{path}: already exists; choose another name or remove it")
     if blank:
-        return _write_persona(yaml_out, blank_yaml(name), templates_out, _blank_templates)
+        text, own_template = blank_persona(name, language or "en")
+        return _write_persona(yaml_out, text, templates_out, own_template and _blank_templates(own_template))
     source = load_persona(from_)
     old = source.name
     own = [d / old for d in source.template_dirs if (d / old).is_dir()]
@@ -52,12 +55,16 @@ def new_persona(name: str, *, from_: str = "guppy", blank: bool = False, root: P
 
     text = re.sub(rf"(template:\s*['\"]?){re.escape(old)}/", rf"\1{name}/", source.source)
     text = re.sub(rf"^(\s+name:\s*['\"]?){re.escape(old)}\b", rf"\g<1>{name}", text, count=1, flags=re.M)
+    if language is not None:
+        text = with_language(text if re.search(r"^language:", text, re.M) else f"language: en\n{text}", language)
     return _write_persona(yaml_out, text, templates_out, copy_templates if own else None)
 
 
-def _blank_templates(out: Path) -> None:
-    out.mkdir(parents=True)
-    (out / "hobby.jinja").write_text(BLANK_TOPIC, encoding="utf-8")
+def _blank_templates(template: str) -> Callable[[Path], None]:
+    def write(out: Path) -> None:
+        out.mkdir(parents=True)
+        (out / "hobby.jinja").write_text(template, encoding="utf-8")
+    return write
 
 
 def _write_persona(yaml_out: Path, text: str, templates_out: Path,

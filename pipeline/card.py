@@ -36,10 +36,9 @@ def template_hashes(persona: LoadedPersona) -> dict[str, str]:
     """sha256 of each template file used, the version that rendered this data."""
     hashes = {}
     for topic in persona.spec.topics.values():
-        for folder in persona.template_dirs:
-            if (folder / topic.template).is_file():
-                hashes[topic.template] = _sha((folder / topic.template).read_bytes())
-                break
+        path = persona.find_template(topic.template)
+        if path is not None:
+            hashes[topic.template] = _sha(path.read_bytes())
     return hashes
 
 

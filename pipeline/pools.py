@@ -29,10 +29,6 @@ def display_path(filename: str) -> str:
     return filename
 
 
-def _find(persona: LoadedPersona, template: str) -> Path | None:
-    return next((d / template for d in persona.template_dirs if (d / template).is_file()), None)
-
-
 def pool_uses(persona: LoadedPersona) -> dict[str, list[str]]:
     """pool name -> ["templates/common/greeting.jinja:28", ...] for every pool the templates use."""
     uses: dict[str, list[str]] = {}
@@ -41,7 +37,7 @@ def pool_uses(persona: LoadedPersona) -> dict[str, list[str]]:
     seen: set[str] = set()
     while todo:
         name = todo.pop(0)
-        path = _find(persona, name)
+        path = persona.find_template(name)
         if name in seen or path is None:
             continue
         seen.add(name)

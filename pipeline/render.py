@@ -163,7 +163,7 @@ class Renderer:
         self.budget = budget
         self.env = self.environment(
             budget=budget,
-            loader=TemplateFolderLoader([str(d) for d in persona.template_dirs]),
+            loader=TemplateFolderLoader([str(d) for d in persona.template_dirs], rename=persona.template_name),
             bytecode_cache=bytecode_cache(),
             undefined=jinja2.StrictUndefined,
             autoescape=False,
