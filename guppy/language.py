@@ -21,10 +21,14 @@ import re
 import unicodedata
 
 import langcodes
+import regex
 
 # Scripts (ISO 15924) with upper and lower case, and those written without spaces between words.
 CASED_SCRIPTS = frozenset("Latn Cyrl Grek Armn Copt Glag Cher Adlm Osge Dsrt".split())
 UNSPACED_SCRIPTS = frozenset("Hani Hans Hant Jpan Hira Kana Hrkt Thai Laoo Khmr Mymr Tibt".split())
+
+# The Unicode scripts (ISO 15924 codes) a script writes with, where it is more than itself.
+WRITTEN_WITH = {"Jpan": "Hani Hira Kana", "Hrkt": "Hira Kana", "Hans": "Hani", "Hant": "Hani Bopo", "Kore": "Hang Hani"}
 
 # The shared topic sets, templates/common/SET/: the language and script each is written in.
 # A persona gets the set of its own language and script, or none (zh-Hant, yue, ko, fr, ...).
@@ -80,6 +84,24 @@ def is_spaced(tag: str) -> bool:
 def shared_set(tag: str) -> str | None:
     """The templates/common/ set written in this tag's language and script, or None."""
     return next((name for name, written in SHARED_SETS.items() if written == language_and_script(tag)), None)
+
+
+@functools.cache
+def _foreign_letters(tag: str) -> regex.Pattern | None:
+    """Runs of letters of a script other than the tag's (Common and Inherited ones, such as ー, pass)."""
+    script = language_and_script(tag)[1]
+    own = "".join(f"\\p{{sc={code}}}" for code in WRITTEN_WITH.get(script, script).split())
+    try:
+        return regex.compile(f"(?V1)[\\p{{L}}--[\\p{{sc=Zyyy}}\\p{{sc=Zinh}}{own}]]+")
+    except regex.error:  # a script the regex module does not know: nothing to check against
+        return None
+
+
+def foreign_words(text: str, tag: str) -> list[str]:
+    """Runs of letters in `text` written in another script than the language's: 'TV' in a Japanese
+    reply, 'i', 'rest', 'in' in `i rest in我的园子`, '竹笋' in an English one."""
+    pattern = _foreign_letters(tag)
+    return pattern.findall(text) if pattern is not None else []
 
 
 def is_unspaced_char(char: str) -> bool:

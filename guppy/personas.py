@@ -11,7 +11,8 @@ Where things are found:
 - `common/` holds one set of shared topics per language (templates/common/en/, ja/, zh/, es/).
   A path under `common/` that names no set, `common/greeting.jinja` as in a topic or in an
   `{% import %}`, means the persona's language's set: `common/ja/greeting.jinja` for `ja-JP`.
-  A path that names one, `common/es/greeting.jinja`, means that set whatever the language.
+  A path that names one, `common/es/greeting.jinja`, means that set whatever the language,
+  and so do the unqualified imports of its templates.
 """
 
 from __future__ import annotations
@@ -66,6 +67,15 @@ def is_shared(template: str) -> bool:
     """Does this path mean the language's shared set (`common/x.jinja`, not `common/ja/x.jinja`)?"""
     parts = template.split("/")
     return len(parts) > 1 and parts[0] == SHARED and parts[1] not in SHARED_SETS
+
+
+def within_set(template: str, parent: str) -> str:
+    """`common/x.jinja` imported by a template of an explicit set (`common/es/y.jinja`) means that
+    set's x, whatever the persona's language: a set's templates always use their own phrases."""
+    parts = parent.split("/")
+    if is_shared(template) and len(parts) > 2 and parts[0] == SHARED and parts[1] in SHARED_SETS:
+        return f"{SHARED}/{parts[1]}/{template[len(SHARED) + 1:]}"
+    return template
 
 
 def shared_template(template: str, language: str) -> str:

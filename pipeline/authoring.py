@@ -14,7 +14,7 @@ from typing import Callable
 from guppy.atomic import atomic_file
 from guppy.errors import GuppyError
 from guppy.persona import Identity, Persona
-from guppy.style import violations
+from guppy.style import conversation_violations, violations
 from pipeline.blank import COMMON_POOLS, blank_persona, with_language
 from guppy.personas import LoadedPersona, load_persona
 from pipeline.pools import display_path
@@ -102,7 +102,8 @@ def persona_schema() -> dict:
     schema["title"] = "Guppy persona"
     lexicon = schema["properties"]["lexicon"]
     lexicon["properties"] = {pool: {"type": "array", "items": {"type": "string"}, "minItems": 1,
-                                    "description": f"{note} (used by templates/common/)"}
+                                    "description": f"{note} (used by templates/common/en/; the other "
+                                                   "languages' blanks describe their pools)"}
                              for pool, (note, _) in COMMON_POOLS.items()}
     return schema
 
@@ -158,7 +159,7 @@ def validate_persona(persona: str | Path, *, samples: int = 200) -> LoadedPerson
     for topic in loaded.spec.topics:
         for i in range(samples):
             conv = renderer.render(topic, i)
-            if any(violations(text, style) for role, text in conv if role == "assistant"):
+            if conversation_violations(conv, style):  # a reply out of style, a prompt in another script
                 bad.append((topic, i))
     if bad:
         total = samples * len(loaded.spec.topics)

@@ -45,7 +45,7 @@ from jinja2.sandbox import SecurityError
 from guppy.errors import GuppyError
 from guppy.language import drop_spaces_by_unspaced, is_cased, is_spaced
 from pipeline.budget import BudgetedSandbox, BudgetExceeded, RenderBudget, TemplateFolderLoader
-from guppy.personas import LoadedPersona
+from guppy.personas import LoadedPersona, within_set
 from pipeline.pools import check_pools
 
 Conversation = tuple[tuple[str, str], ...]  # ((role, content), ...)
@@ -142,6 +142,10 @@ class Sandbox(BudgetedSandbox):
             except KeyError:
                 return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
+
+    def join_path(self, template, parent):
+        # `{% import "common/_phrases.jinja" %}` inside common/es/x.jinja: es's phrases (guppy/personas.py)
+        return within_set(template, parent)
 
     def make_globals(self, d):
         # Jinja chains a template's globals onto the environment's (a ChainMap) so that later
