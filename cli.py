@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from guppy.config import EVAL_SAMPLES
 from guppy.errors import GuppyError
 from pipeline.cli_shared import (OverwriteOpt, PersonaArg, RunOpt, SeedOpt, console, err_console, new_app,
                                  print_warnings)
@@ -145,7 +146,7 @@ def train(
     Every training and model-shape setting is an option; those not given come from the preset
     (tiny: a 2-core laptop CPU in about 3 minutes; small: about 10; guppy: the reference's 8.7M shape, for a GPU).
     """
-    from guppy.train import train as run
+    from guppy.train.trainer import train as run
 
     _quiet_datasets()
     summary = run(persona=persona, data=data, out=out, resume=resume, **given(config))
@@ -172,7 +173,7 @@ def chat(
     max_new_tokens: Annotated[int, typer.Option(help="Longest reply, in tokens.")] = 64,
 ):
     """Talk to a trained persona (type quit, or press Ctrl-D, to leave)."""
-    from guppy.chat import chat as run_chat
+    from guppy.model.chat import chat as run_chat
 
     run_chat(persona=persona, run=run, prompt=prompt, temperature=temperature, top_k=top_k, top_p=top_p,
              seed=seed, max_new_tokens=max_new_tokens)
@@ -192,7 +193,7 @@ def inspect(
     """Show how a reply is made: top-5 next-token probabilities, every head's attention, one head's four steps."""
     from rich.markup import escape
 
-    from guppy.inspect import inspect as run_inspect
+    from guppy.eval.inspect import inspect as run_inspect
 
     report = run_inspect(persona=persona, run=run, prompt=prompt, temperature=temperature, seed=seed,
                          layer=layer, head=head, out=out)
@@ -215,36 +216,49 @@ def inspect(
 
 # ---------------------------------------------------------------------------------- evaluation
 
-SAMPLES_PER_PROMPT = 4  # guppy.evaluate.SAMPLES_PER_PROMPT (not imported here: it pulls in torch)
 SamplesOpt = Annotated[int, typer.Option(help="Sampled replies per prompt (eval and compare use the same, so a model gets one score).")]
+SeedsOpt = Annotated[Optional[str], typer.Option(help="Several sampling seeds, e.g. 0,1,2: the report gives each headline figure's median and range over them (replaces --seed).", show_default=False)]
+EvalDataOpt = Annotated[Optional[Path], typer.Option("--data", help="Measure against this dataset (a folder from `guppy generate-data`, or a .jsonl/.parquet file) instead of the persona's own.", show_default=False)]
 
 
 @app.command("eval")
-def eval_(persona: PersonaArg, run: RunOpt = None, samples: SamplesOpt = SAMPLES_PER_PROMPT, seed: SeedOpt = 0):
-    """Measure how strongly the persona shows in a trained model: writes runs/PERSONA/eval/report.{json,md}."""
+def eval_(persona: PersonaArg, run: RunOpt = None, samples: SamplesOpt = EVAL_SAMPLES, seed: SeedOpt = 0,
+          seeds: SeedsOpt = None, data: EvalDataOpt = None):
+    """Measure how strongly the persona shows in a trained model: persona words, on topic, novelty, over a chat,
+    each with floor, ceiling and a 95% interval. Writes runs/PERSONA/eval/report.{json,md}."""
     import time
 
-    from guppy.evaluate import evaluate
+    from guppy.eval.commands import evaluate, parse_seeds
 
     _quiet_datasets()
     started = time.perf_counter()
-    with console.status("evaluating: sampling replies, scoring the model, the floor and the ceiling"):
-        report = evaluate(persona=persona, run=run, samples=samples, seed=seed)
+    chosen = parse_seeds(seeds) if seeds is not None else [seed]
+    with console.status(f"evaluating (seed{'s' if len(chosen) > 1 else ''} {', '.join(map(str, chosen))}): "
+                        "sampling replies, scoring the model, the floor and the ceiling"):
+        report = evaluate(persona=persona, run=run, samples=samples, seeds=chosen, data=data)
     print_eval_report(report, time.perf_counter() - started)
     return report
 
 
 def print_eval_report(report: dict, seconds: float) -> None:
-    from guppy.report import hit_rate_table
+    from guppy.eval.report import hit_rate_table
 
+    console.print(f"[bold]{report['headline']}[/]")
     header, rows = hit_rate_table(report, bold=lambda s: f"[bold]{s}[/]")
     table = Table(*header, title=f"{report['persona']}: persona score {report['persona_score']:.2f}")
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    s, d, b = report["style"], report["diversity"], report["bits_per_byte"]
+    on_topic = report["on_topic"]
+    if on_topic:
+        worst = ", ".join(f"{r['topic']} {r['model']:.0%}" for r in on_topic["per_topic"][:3])
+        console.print(f"on topic: {on_topic['model']:.0%} of replies (shuffled {on_topic['floor']:.0%}, data "
+                      f"{on_topic['ceiling']:.0%}); worst topics: {worst}")
+    s, n, b = report["style"], report["novelty"]["model"], report["bits_per_byte"]
+    turns = "  ".join(f"turn {r['turn']} {r['on_topic']:.0%}" for r in report["turns"]["per_turn"] if r["on_topic"] is not None)
+    console.print(f"copied from train: {n['copied']:.0%} of replies, {n['sentences']:.0%} of sentences"
+                  + (f"   on topic over a chat: {turns}" if turns else ""))
     console.print(f"style kept: {s['model']['all']:.0%} (data {s['ceiling']['all']:.0%})  "
-                  f"distinct-2: {d['model']['distinct_2']:.2f}  copied from train: {d['model']['memorized']:.0%}  "
                   f"bits/byte: {b['model']:.3f} (untrained {b['floor']:.2f})  time: {seconds:.1f} s")
     console.print(f"report: {report['run']}/eval/report.md")
 
@@ -252,12 +266,12 @@ def print_eval_report(report: dict, seconds: float) -> None:
 @app.command()
 def compare(
     personas: Annotated[list[str], typer.Argument(help="Two or more personas whose runs/PERSONA models exist.")],
-    samples: SamplesOpt = SAMPLES_PER_PROMPT,
+    samples: SamplesOpt = EVAL_SAMPLES,
     seed: SeedOpt = 0,
     out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: runs/compare.")] = None,
 ):
     """Score every persona's model against every persona spec; the diagonal should dominate."""
-    from guppy.evaluate import compare as run
+    from guppy.eval.commands import compare as run
 
     _quiet_datasets()
     with console.status("scoring every model against every persona"):
@@ -270,7 +284,8 @@ def print_matrix(result: dict) -> None:
     table = Table("model \\ persona", *names, "margin", title="persona score: each model (row) on each persona (column)")
     for a in names:
         cells = [f"[bold]{result['matrix'][a][b]:.2f}[/]" if a == b else f"{result['matrix'][a][b]:.2f}" for b in names]
-        table.add_row(a, *cells, f"{result['diagonal_margin'][a]:+.2f}")
+        noise = " (within noise)" if result["within_noise"][a] else ""
+        table.add_row(a, *cells, f"{result['diagonal_margin'][a]:+.2f}{noise}")
     console.print(table)
     console.print(f"matrix: {result['out']}/matrix.json, {result['out']}/matrix.png")
 
@@ -284,7 +299,7 @@ def runs(
 ):
     """Compare training runs: a table (preset and what differs, parameters, steps, time, best held-out loss,
     persona score) and one chart of their loss curves; with --prompt, each run's reply to it."""
-    from guppy.runs import compare_runs, replies_table, runs_table
+    from guppy.eval.runs import compare_runs, replies_table, runs_table
 
     with console.status("reading the runs" + (", sampling their replies" if prompt is not None else "")):
         result = compare_runs(runs=runs, out=out, prompt=prompt, seed=seed)
@@ -304,13 +319,13 @@ def run_all(
     """Everything, end to end: generate-data -> train -> eval -> a few sample replies, with the time of each."""
     import time
 
-    from guppy.atomic import check_output
-    from guppy.chat import sample_replies
     from guppy.config import resolve_config
-    from guppy.paths import RunPaths
-    from guppy.train import train as run_train
+    from guppy.model.chat import sample_replies
+    from guppy.store.atomic import check_output
+    from guppy.store.paths import RunPaths
+    from guppy.train.trainer import train as run_train
     from pipeline.generate import check_generate_options
-    from guppy.personas import load_persona
+    from guppy.spec.personas import load_persona
 
     _quiet_datasets()
     config = given(config)
@@ -337,7 +352,7 @@ def run_all(
     console.print(summary_table("trained", summary))
     lap("train")
     console.rule("[bold]3/4[/] evaluate")
-    report = eval_(persona=persona, run=None, samples=SAMPLES_PER_PROMPT, seed=seed)
+    report = eval_(persona=persona, run=None, samples=EVAL_SAMPLES, seed=seed)
     lap("eval")
     console.rule("[bold]4/4[/] sample replies")
     replies = sample_replies(persona=persona, seed=seed)
@@ -364,7 +379,7 @@ def export(
         if onnx and web or dataset:
             raise GuppyError("--onnx, --web and --dataset are separate exports; pass one of them")
         return export_runtime(persona=persona, run=run, out=out, web=web, overwrite=overwrite)
-    from guppy.export import export as run_export
+    from guppy.export.hf import export as run_export
 
     if dataset:
         _quiet_datasets()
@@ -382,7 +397,7 @@ def serve(
     folder: Annotated[Optional[Path], typer.Option(help="The exported page. Default: runs/PERSONA/web.")] = None,
 ):
     """Serve the page `guppy export PERSONA --web` wrote, on this machine, and print its URL."""
-    from guppy.serve import serve as run_serve
+    from guppy.export.serve import serve as run_serve
 
     run_serve(persona=persona, run=run, folder=folder, port=port,
               on_ready=lambda line: console.print(line, highlight=False, soft_wrap=True))  # the URL on one line
@@ -395,9 +410,9 @@ def export_runtime(*, persona: str, run: Path | None, out: Path | None, web: boo
     except ImportError:
         raise GuppyError("--onnx and --web need onnxruntime: pip install 'guppy-persona[onnx]'") from None
     if web:
-        from guppy.export_web import export_web as run_export
+        from guppy.export.web import export_web as run_export
     else:
-        from guppy.export_onnx import export_onnx as run_export
+        from guppy.export.onnx import export_onnx as run_export
 
     with console.status("tracing the model to ONNX, quantizing to int8, checking both with onnxruntime"):
         meta = run_export(persona=persona, run=run, out=out, overwrite=overwrite)

@@ -2,7 +2,7 @@
 of them TrainConfig fields (guppy/config.py), so adding a preset is adding one entry here; any
 field can still be overridden on the command line (`guppy train --n-layer 2 --lr 3e-3`).
 
-Every reply is learned with its prompt in view (packing="whole", guppy/data.py): the guppy corpus's
+Every reply is learned with its prompt in view (packing="whole", guppy/data/reader.py): the guppy corpus's
 conversations are 42 tokens on average, so cut into rows of 64 back to back ("stream", GPT-2's way), 47%
 of the reply tokens were learned without the question they answer. That, more than the optimizer or the
 shape, is what held the CPU presets back.

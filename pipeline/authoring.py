@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from guppy.atomic import atomic_file
 from guppy.errors import GuppyError
-from guppy.persona import Identity, Persona
-from guppy.style import conversation_violations, violations
+from guppy.spec.persona import Identity, Persona
+from guppy.spec.style import conversation_violations, violations
+from guppy.store.atomic import atomic_file
 from pipeline.blank import COMMON_POOLS, blank_persona, with_language
-from guppy.personas import LoadedPersona, load_persona
+from guppy.spec.personas import LoadedPersona, load_persona
 from pipeline.pools import display_path
 from pipeline.render import Renderer
 from pipeline.trace import Located, TracingRenderer

@@ -15,8 +15,8 @@ import json
 import re
 
 from guppy.errors import GuppyError
-from guppy.personas import SHARED, SHIPPED, no_shared_set
-from guppy.language import check_tag, shared_set
+from guppy.spec.personas import SHARED, SHIPPED, no_shared_set
+from guppy.spec.language import check_tag, shared_set
 
 # pool -> (how common/ uses it, example entries). The examples are a placeholder character, a quiet
 # homebody who loves tea; they render as they are, so the blank validates and generates at once.

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from guppy.dataset_format import card_features, data_files, split_sizes
-from guppy.language import language_and_script
-from guppy.personas import LoadedPersona
+from guppy.data.format import card_features, data_files, split_sizes
+from guppy.spec.language import language_and_script
+from guppy.spec.personas import LoadedPersona
 
 
 def size_category(n: int) -> str:

@@ -30,17 +30,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Literal, NamedTuple
 
-from guppy.atomic import atomic_dir, check_output, output_lock
 from guppy.checks import SEED_MAX, check_number
-from guppy.dataset_format import FORMATS, data_file, features
+from guppy.data.format import FORMATS, data_file, features
 from guppy.errors import GuppyError
-from guppy.paths import RunPaths
-from guppy.style import conversation_violations
+from guppy.spec.style import conversation_violations
+from guppy.store.atomic import atomic_dir, check_output, output_lock
+from guppy.store.paths import RunPaths
 from pipeline.authoring import persona_warnings, style_problems
 from pipeline.card import write_card
-from guppy.personas import LoadedPersona, load_persona
+from guppy.spec.personas import LoadedPersona, load_persona
 from pipeline.render import Conversation, Renderer
-from guppy.split import PromptKeys, leak_free_split
+from guppy.data.split import PromptKeys, leak_free_split
 
 Format = Literal["arrow", "jsonl", "parquet"]
 CHUNK = 1000  # samples per work item: small enough for a smooth progress bar

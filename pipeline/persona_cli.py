@@ -1,5 +1,5 @@
 """`guppy persona ...`: create, inspect and check persona specs (cli.py adds it as a sub-app).
-Each command is a thin call into pipeline/authoring.py or guppy/personas.py."""
+Each command is a thin call into pipeline/authoring.py or guppy/spec/personas.py."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def persona_sample(
 @persona_app.command("list")
 def persona_list():
     """List the personas found here (./personas) and shipped with Guppy."""
-    from guppy.personas import list_personas, load_persona
+    from guppy.spec.personas import list_personas, load_persona
 
     table = Table("persona", "topics", "associations", "description", "file")
     problems = []
@@ -104,7 +104,7 @@ def persona_list():
 def persona_show(persona: PersonaArg):
     """Show a persona's topics, pools, associations and how many distinct conversations each topic can make."""
     from pipeline.authoring import topic_capacity
-    from guppy.personas import load_persona
+    from guppy.spec.personas import load_persona
 
     p = load_persona(persona)
     spec = p.spec
@@ -131,7 +131,7 @@ def persona_validate(
 ):
     """Check a persona: the spec, every template compiled, 200 conversations of each topic rendered and held to its style."""
     from pipeline.authoring import persona_warnings, validate_persona
-    from guppy.personas import list_personas
+    from guppy.spec.personas import list_personas
 
     problems = []
     for name in [persona] if persona else list_personas():

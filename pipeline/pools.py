@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from guppy.errors import GuppyError
-from guppy.personas import SHIPPED, LoadedPersona, within_set
+from guppy.spec.personas import SHIPPED, LoadedPersona, within_set
 
 _USE = re.compile(r"""lexicon(?:\.(\w+)|\[\s*["'](\w+)["']\s*\])""")
 _OPTIONAL = re.compile(r"""lexicon(?:\.(\w+)|\[\s*["'](\w+)["']\s*\])\s+is\s+defined""")

@@ -43,9 +43,9 @@ import jinja2
 from jinja2.sandbox import SecurityError
 
 from guppy.errors import GuppyError
-from guppy.language import drop_spaces_by_unspaced, is_cased, is_spaced
+from guppy.spec.language import drop_spaces_by_unspaced, is_cased, is_spaced
 from pipeline.budget import BudgetedSandbox, BudgetExceeded, RenderBudget, TemplateFolderLoader
-from guppy.personas import LoadedPersona, within_set
+from guppy.spec.personas import LoadedPersona, within_set
 from pipeline.pools import check_pools
 
 Conversation = tuple[tuple[str, str], ...]  # ((role, content), ...)

@@ -13,9 +13,9 @@ import re
 import sys
 from dataclasses import dataclass
 
-from guppy.persona import contains_any
-from guppy.style import Violation, conversation_violations
-from guppy.personas import LoadedPersona
+from guppy.spec.persona import contains_any
+from guppy.spec.personas import LoadedPersona
+from guppy.spec.style import Violation, conversation_violations
 from pipeline.pools import display_path
 from pipeline.render import Conversation, Renderer, Sandbox
 

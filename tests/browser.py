@@ -31,7 +31,7 @@ def find_browser() -> tuple[str, str] | str:
 @contextmanager
 def served(folder: Path):
     """guppy serve's server for `folder` on a free port, in a thread; yields its URL."""
-    from guppy.serve import make_server
+    from guppy.export.serve import make_server
 
     server = make_server(folder, port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

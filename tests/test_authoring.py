@@ -13,12 +13,12 @@ from typer.testing import CliRunner
 
 from cli import app
 from guppy.errors import GuppyError
-from guppy.persona import Style, phrases_pattern
-from guppy.style import violations
+from guppy.spec.persona import Style, phrases_pattern
+from guppy.spec.style import violations
 from pipeline.authoring import new_persona, persona_schema, sample_persona, validate_persona
 from pipeline.blank import COMMON_POOLS
 from pipeline.generate import generate_data
-from guppy.personas import SHIPPED, load_persona
+from guppy.spec.personas import SHIPPED, load_persona
 from pipeline.pools import pool_uses
 from tests.conftest import MINI_PERSONA, write_persona
 
@@ -227,7 +227,7 @@ def test_eval_and_compare_sample_the_same_replies_per_prompt_by_default():
     import inspect
 
     import cli
-    from guppy import evaluate
+    from guppy.eval import evaluate
 
     assert evaluate.SAMPLES_PER_PROMPT == cli.SAMPLES_PER_PROMPT == 4
     for fn in (evaluate.evaluate, evaluate.compare, cli.eval_, cli.compare):

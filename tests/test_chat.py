@@ -8,18 +8,18 @@ import builtins
 import pytest
 import torch
 
-from guppy.chat import chat, trim_history
-from guppy.checkpoint import save_checkpoint
 from guppy.errors import GuppyError
-from guppy.model import GPT, ModelConfig
-from guppy.paths import RunPaths
+from guppy.model.chat import chat, trim_history
+from guppy.model.checkpoint import save_checkpoint
+from guppy.model.gpt import GPT, ModelConfig
+from guppy.store.paths import RunPaths
 from tests.test_data import fish_corpus
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """An untrained model in a run folder: enough to test the plumbing, and fast."""
-    from guppy.tokenizer import train_tokenizer
+    from guppy.model.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer([m["content"] for c in fish_corpus() for m in c], vocab_size=400)
     torch.manual_seed(0)
@@ -72,7 +72,7 @@ def test_repl_ends_cleanly_on_ctrl_d_ctrl_c_and_exit(run, monkeypatch, capsys, e
 
 
 def test_history_is_trimmed_to_fit_the_context(run):
-    from guppy.tokenizer import ChatTokenizer
+    from guppy.model.tokenizer import ChatTokenizer
 
     tokenizer = ChatTokenizer.load(RunPaths(run).best)
     history = [{"role": r, "content": f"message number {i} about flakes and pellets"}

@@ -11,15 +11,15 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from guppy.checkpoint import load_model, save_checkpoint
 from guppy.errors import GuppyError
-from guppy.model import GPT, ModelConfig
+from guppy.model.checkpoint import load_model, save_checkpoint
+from guppy.model.gpt import GPT, ModelConfig
 from tests.test_data import fish_corpus
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from guppy.tokenizer import train_tokenizer
+    from guppy.model.tokenizer import train_tokenizer
 
     return train_tokenizer([m["content"] for c in fish_corpus() for m in c], vocab_size=400)
 
@@ -92,7 +92,7 @@ def test_no_checkpoint_says_to_train(tmp_path):
 
 
 def test_a_tokenizer_from_another_run_is_refused(tmp_path, tokenizer):
-    from guppy.tokenizer import train_tokenizer
+    from guppy.model.tokenizer import train_tokenizer
 
     folder = save(tmp_path / "ckpt", small_model(tokenizer), tokenizer)
     other = train_tokenizer(["completely different text about cats and naps"] * 40, vocab_size=300)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 import cli
 from guppy.config import TrainConfig
 from guppy.errors import GuppyError
-from guppy.processes import pick_device
+from guppy.train.processes import pick_device
 
 runner = CliRunner()
 
@@ -25,7 +25,7 @@ def test_every_config_field_is_an_option_with_its_description(command):
 
 def test_options_given_reach_the_trainer_and_the_rest_stay_the_presets(monkeypatch):
     seen = {}
-    monkeypatch.setattr("guppy.train.train", lambda **kw: seen.update(kw) or {"steps": 1})
+    monkeypatch.setattr("guppy.train.trainer.train", lambda **kw: seen.update(kw) or {"steps": 1})
     result = runner.invoke(cli.app, ["train", "fish", "--n-layer", "4", "--d-model", "256", "--lr", "3e-3",
                                      "--batch-size", "32", "--optimizer", "adamw", "--preset", "small"])
     assert result.exit_code == 0, result.output

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from guppy.train import train
+from guppy.train.trainer import train
 from tests.test_train import FAST, STEPS, assert_same_run, interrupt, losses
 from tests.test_train import corpus, micro_preset  # noqa: F401 (fixtures)
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from guppy.data import Tokenized, epoch_order, load_conversations, pack, pack_whole, tokenize
+from guppy.data.reader import Tokenized, epoch_order, load_conversations, pack, pack_whole, tokenize
+from guppy.data.split import normalize_prompt
 from guppy.errors import GuppyError
-from guppy.split import normalize_prompt
 
 FOODS = ["flakes", "pellets", "worms", "shrimp", "peas"]
 MOODS = ["happy", "sleepy", "calm", "wiggly"]
@@ -69,7 +69,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from guppy.tokenizer import train_tokenizer
+    from guppy.model.tokenizer import train_tokenizer
 
     return train_tokenizer([m["content"] for c in fish_corpus() for m in c], vocab_size=400)
 

@@ -12,14 +12,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from guppy.train import train
+from guppy.train.trainer import train
 from tests.test_data import save_corpus
 from tests.test_train import FAST, MICRO, ROOT, losses, micro_preset  # noqa: F401 (fixture)
 
 DDP_RUN = """
 import sys
 sys.path.insert(0, {root!r})
-from guppy import presets, train as t
+from guppy import presets
+from guppy.train import trainer as t
 presets.PRESETS["micro"] = {micro!r}
 t.train(persona="fish", data={data!r}, out={out!r}, max_steps={steps}, **{fast!r})
 """

@@ -14,9 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
+from guppy.eval.evaluate import ceiling_replies, eval_data_from, persona_score, reply_figures, score_model
+from guppy.eval.evaluate import compare, evaluate, untrained_like
 from guppy.presets import PRESETS
-from guppy.evaluate import ceiling_replies, eval_data_from, persona_score, reply_figures, score_model
-from guppy.evaluate import compare, evaluate, untrained_like
 from tests.conftest import FOOD, MINI_PERSONA, write_persona
 
 runner = CliRunner()
@@ -55,7 +55,7 @@ assistant: i am {{ pick(lexicon.moods) }}. {{ pick("the box is mine.|move.|i saw
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A working folder with personas/{mini,kitty}.yaml and trained runs/{mini,kitty}; cwd is it."""
-    from guppy.train import train
+    from guppy.train.trainer import train
 
     root = tmp_path_factory.mktemp("world")
     write_persona(root, FISH, {"mini/food.jinja": FOOD, "mini/mood.jinja": FISH_MOOD})
@@ -106,8 +106,8 @@ def test_compare_diagonal_dominates_and_other_personas_score_near_the_floor(worl
 def test_untrained_scores_at_the_floor_and_held_out_data_at_the_ceiling(world):
     from datasets import load_from_disk
 
-    from guppy.checkpoint import load_model
-    from guppy.personas import load_persona
+    from guppy.model.checkpoint import load_model
+    from guppy.spec.personas import load_persona
 
     spec = load_persona("mini").spec
     data = eval_data_from(load_from_disk("runs/mini/data"))
@@ -124,8 +124,8 @@ def test_an_english_floor_is_never_cut_to_the_models_lengths(world):
     """English keeps its yardstick: a word must stand alone there, and the published scores had an uncut floor."""
     from datasets import load_from_disk
 
-    from guppy.checkpoint import load_model
-    from guppy.personas import load_persona
+    from guppy.model.checkpoint import load_model
+    from guppy.spec.personas import load_persona
 
     spec = load_persona("mini").spec
     data = eval_data_from(load_from_disk("runs/mini/data"))

@@ -21,11 +21,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
 from cli import app
-from guppy.checkpoint import load_model, save_checkpoint
-from guppy.export import export
-from guppy.model import GPT, ModelConfig
-from guppy.paths import RunPaths
-from guppy.sampler import generate
+from guppy.export.hf import export
+from guppy.model.checkpoint import load_model, save_checkpoint
+from guppy.model.gpt import GPT, ModelConfig
+from guppy.model.sampler import generate
+from guppy.store.paths import RunPaths
 from tests.conftest import write_persona
 
 runner = CliRunner()
@@ -37,7 +37,7 @@ def run(tmp_path_factory) -> Path:
     """runs/mini: 400 generated conversations and the tiny preset trained 40 steps at a pinned lr (so
     tuning the preset cannot break it): enough to answer in words and end its turn (fewer steps
     answer "....", which proves little)."""
-    from guppy.train import train
+    from guppy.train.trainer import train
     from pipeline.generate import generate_data
 
     root = tmp_path_factory.mktemp("export")
@@ -222,7 +222,8 @@ def test_guppy_does_not_import_transformers():
     import subprocess
 
     code = ("import importlib, pkgutil, sys, cli, guppy, pipeline\n"
-            "for m in pkgutil.walk_packages(guppy.__path__ + pipeline.__path__):\n"
-            "    importlib.import_module(('guppy.' if m.module_finder.path in guppy.__path__ else 'pipeline.') + m.name)\n"
+            "for pkg in (guppy, pipeline):\n"
+            "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+            "        importlib.import_module(m.name)\n"
             "sys.exit('transformers' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1]).returncode == 0

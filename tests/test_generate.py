@@ -11,9 +11,9 @@ import datasets
 import pytest
 
 from pipeline.generate import generate_data, plan_counts
-from guppy.personas import load_persona
+from guppy.spec.personas import load_persona
 from pipeline.render import Renderer
-from guppy.split import PromptKeys, leak_free_split, normalize_prompt
+from guppy.data.split import PromptKeys, leak_free_split, normalize_prompt
 from tests.conftest import MINI_PERSONA, write_persona
 
 

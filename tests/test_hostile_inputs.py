@@ -179,7 +179,7 @@ def test_one_bad_yaml_does_not_hide_the_persona_list(tmp_path, monkeypatch):
 
 
 def test_a_persona_spec_with_aliases_within_reason_still_loads(tmp_path):
-    from guppy.personas import load_persona
+    from guppy.spec.personas import load_persona
 
     path = write_persona(tmp_path)
     text = yaml.safe_dump(MINI_PERSONA, sort_keys=False).replace("  foods:\n", "  foods: &foods\n", 1)

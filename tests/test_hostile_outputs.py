@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from guppy.atomic import MARKER, atomic_dir, check_replaceable, clean_leftovers
 from guppy.errors import GuppyError
+from guppy.store.atomic import MARKER, atomic_dir, check_replaceable, clean_leftovers
 from tests.conftest import one_line_error, write_persona
 
 runner = CliRunner()
@@ -120,7 +120,7 @@ def test_an_output_under_a_file_or_too_long_or_in_a_loop_is_one_line(tmp_path, m
 HOLD_LOCK = """
 import sys, time
 sys.path.insert(0, {root!r})
-from guppy.atomic import output_lock
+from guppy.store.atomic import output_lock
 with output_lock({target!r}):
     print("locked", flush=True)
     sys.stdin.read()
@@ -230,9 +230,9 @@ def exported_run(tmp_path_factory):
     """A generated dataset with a topic named `food---`, a micro model trained on it, and one export."""
     import yaml
 
-    from guppy.export import export
+    from guppy.export.hf import export
     from guppy.presets import PRESETS
-    from guppy.train import train
+    from guppy.train.trainer import train
     from tests.conftest import MINI_PERSONA
     from tests.test_train import FAST, MICRO
 
@@ -267,7 +267,7 @@ def test_a_topic_named_with_dashes_keeps_the_card_header_whole(exported_run):
 
 
 def test_export_dataset_killed_midway_keeps_model_and_dataset_together(exported_run, monkeypatch):
-    import guppy.export as ex
+    import guppy.export.hf as ex
 
     _, run = exported_run
     snapshot = {p: p.read_bytes() for folder in ("hf", "hf-dataset") for p in (run / folder).rglob("*") if p.is_file()}

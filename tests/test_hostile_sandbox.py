@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from cli import app
 from guppy.errors import GuppyError
 from pipeline.budget import RenderBudget
-from guppy.personas import load_persona
+from guppy.spec.personas import load_persona
 from pipeline.render import Renderer
 from tests.conftest import FOOD, MINI_PERSONA, MOOD, one_line_error, write_persona
 

@@ -14,10 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from guppy.checkpoint import load_model
 from guppy.errors import GuppyError
-from guppy.tokenizer import ChatTokenizer
-from guppy.train import train
+from guppy.model.checkpoint import load_model
+from guppy.model.tokenizer import ChatTokenizer
+from guppy.train.trainer import train
 from tests.conftest import one_line_error, write_persona
 from tests.test_data import write_jsonl
 from tests.test_train import FAST, MICRO, ROOT
@@ -48,7 +48,8 @@ def fingerprints(run: Path) -> tuple:
 FRESH_RUN_KILLED = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
-from guppy import presets, train as t
+from guppy import presets
+from guppy.train import trainer as t
 presets.PRESETS["micro"] = {micro!r}
 real_lr_at = t.lr_at
 
@@ -161,7 +162,7 @@ def run_on_elsewhere(tmp_path_factory):
 
 
 def test_eval_reads_the_dataset_the_run_was_trained_on(run_on_elsewhere):
-    from guppy.evaluate import evaluate
+    from guppy.eval.evaluate import evaluate
 
     persona, run, elsewhere = run_on_elsewhere
     assert not (run / "data").exists()
@@ -211,7 +212,7 @@ def test_chat_reads_stdin_that_is_not_utf8_as_one_line(run_on_elsewhere):
 
 def test_a_crafted_trainer_state_is_refused_in_one_line(tmp_path, old_run, corpus):
     """A stranger's checkpoint whose checksums match but whose trainer_state.json says step "abc"."""
-    from guppy.checkpoint import _sha256
+    from guppy.model.checkpoint import _sha256
 
     run = copy_of(old_run, tmp_path)
     state = run / "ckpt" / "last" / "trainer_state.json"

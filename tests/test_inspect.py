@@ -12,11 +12,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import guppy.model
+import guppy.model.gpt
 from cli import app
-from guppy.chat import chat
-from guppy.checkpoint import load_model
-from guppy.inspect import capture, inspect
+from guppy.eval.inspect import capture, inspect
+from guppy.model.chat import chat
+from guppy.model.checkpoint import load_model
 from tests.test_export import one_line_error
 
 runner = CliRunner()
@@ -45,7 +45,7 @@ def test_captured_probabilities_reproduce_the_models_output(ours, monkeypatch):
 
     # Replay: every layer's attention replaced by the captured probabilities times its values.
     layers = iter(steps)
-    monkeypatch.setattr(guppy.model, "reference_attention", lambda q, k, v, mask=None, dropout_p=0.0, steps=None:
+    monkeypatch.setattr(guppy.model.gpt, "reference_attention", lambda q, k, v, mask=None, dropout_p=0.0, steps=None:
                         next(layers)["probs"][None] @ v)
     for block in model.transformer.h:
         block.attn.reference = True

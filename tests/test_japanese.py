@@ -14,9 +14,9 @@ import torch
 from typer.testing import CliRunner
 
 from cli import app
-from guppy.checkpoint import load_model
-from guppy.sampler import complete, generate
-from guppy.personas import load_persona
+from guppy.model.checkpoint import load_model
+from guppy.model.sampler import complete, generate
+from guppy.spec.personas import load_persona
 from tests.conftest import write_persona
 from tests.test_language import JA_PERSONA, JA_TEMPLATES
 
@@ -28,7 +28,7 @@ CUE = "おなかすいた？"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
     """personas/medaka.yaml, 3,000 conversations and a micro model trained 300 steps; cwd is the folder."""
-    from guppy.train import train
+    from guppy.train.trainer import train
 
     root = tmp_path_factory.mktemp("ja")
     write_persona(root, JA_PERSONA, JA_TEMPLATES)
@@ -43,7 +43,7 @@ def world(tmp_path_factory) -> Path:
 
 
 def test_japanese_data_is_rendered_without_spaces_and_split_leak_free(world):
-    from guppy.split import normalize_prompt
+    from guppy.data.split import normalize_prompt
 
     dd = datasets.load_from_disk(str(world / "runs/medaka/data"))
     replies = [m["content"] for row in dd["train"]["messages"] for m in row if m["role"] == "assistant"]
@@ -54,7 +54,7 @@ def test_japanese_data_is_rendered_without_spaces_and_split_leak_free(world):
 
 
 def test_the_food_word_becomes_likely_after_its_cue_and_eval_scores_it(world):
-    from guppy.evaluate import evaluate
+    from guppy.eval.evaluate import evaluate
 
     report = evaluate(persona="medaka", samples=2)
     food = report["associations"]["food"]
@@ -75,8 +75,8 @@ def test_the_food_word_becomes_likely_after_its_cue_and_eval_scores_it(world):
 def test_the_floor_says_no_more_than_the_model_it_is_the_floor_for(world, monkeypatch):
     """Random tokens are long phrases of the persona's replies and a word is found anywhere, so an
     untrained model hits by its length alone; eval cuts its replies to the trained model's, one by one."""
-    from guppy import evaluate as ev
-    from guppy.evaluate import eval_data_from, score_model
+    from guppy.eval import evaluate as ev
+    from guppy.eval.evaluate import eval_data_from, score_model
 
     spec = load_persona("medaka").spec
     data = eval_data_from(datasets.load_from_disk("runs/medaka/data"))
@@ -138,7 +138,7 @@ def test_chat_answers_in_japanese(world):
 def test_transformers_greedy_ids_equal_guppys_sampler_on_a_japanese_prompt(world):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from guppy.export import export
+    from guppy.export.hf import export
 
     folder, = export(persona="medaka")
     card_header = (folder / "README.md").read_text(encoding="utf-8").split("---\n")[1]
@@ -159,8 +159,8 @@ def test_transformers_greedy_ids_equal_guppys_sampler_on_a_japanese_prompt(world
 
 
 def test_compare_scores_the_japanese_persona_against_an_english_one(world):
-    from guppy.evaluate import compare
-    from guppy.train import train
+    from guppy.eval.evaluate import compare
+    from guppy.train.trainer import train
 
     write_persona(world)  # the English mini fish beside it, trained briefly
     assert runner.invoke(app, ["generate-data", "mini", "--n", "1500"]).exit_code == 0

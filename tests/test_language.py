@@ -10,11 +10,11 @@ import yaml
 from typer.testing import CliRunner
 
 from cli import app
-from guppy.language import is_cased, is_spaced, length
-from guppy.persona import Persona, Style, contains_any
-from guppy.tokenizer import train_tokenizer, vocabulary_for
-from guppy.personas import SHIPPED
-from guppy.split import leak_free_split, normalize_prompt
+from guppy.data.split import leak_free_split, normalize_prompt
+from guppy.model.tokenizer import train_tokenizer, vocabulary_for
+from guppy.spec.language import is_cased, is_spaced, length
+from guppy.spec.persona import Persona, Style, contains_any
+from guppy.spec.personas import SHIPPED
 from tests.conftest import write_persona
 
 runner = CliRunner()
@@ -140,7 +140,7 @@ def test_lowercase_applies_only_where_the_script_has_case():
 
 
 def test_japanese_replies_render_without_spaces_and_keep_their_latin(tmp_path):
-    from guppy.personas import load_persona
+    from guppy.spec.personas import load_persona
     from pipeline.render import Renderer
 
     spec = {**JA_PERSONA, "topics": {"t": {"template": "medaka/t.jinja"}}, "associations": {}}
@@ -165,7 +165,7 @@ def test_a_script_of_many_characters_gets_one_token_per_character():
 
 def test_tokens_per_character_japanese_and_english(tmp_path):
     """Both shipped corpora, 2,000 conversations each, at the trainer's default vocabulary."""
-    from guppy.data import flat_messages
+    from guppy.data.reader import flat_messages
     from pipeline.generate import generate_data
 
     per_char = {}

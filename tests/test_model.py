@@ -7,10 +7,10 @@ import pydantic
 import pytest
 import torch
 
-from guppy.errors import GuppyError
 from guppy.config import ModelConfig, resolve_config
-from guppy.model import GPT
-from guppy.optim import build_optimizer
+from guppy.errors import GuppyError
+from guppy.model.gpt import GPT
+from guppy.train.optim import build_optimizer
 
 TINY = dict(vocab_size=64, context=32, n_layer=2, n_head=4, d_model=32, d_ff=64)
 
@@ -135,7 +135,7 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     everything = [p for opt in (muon, adamw) for g in opt.param_groups for p in g["params"]]
     assert sum(p.numel() for p in everything) == model.num_params()  # each parameter exactly once
     # float32 Newton-Schulz off CUDA; on CUDA torch's own, in bfloat16
-    from guppy.optim import Muon
+    from guppy.train.optim import Muon
 
     assert type(muon) is Muon
     on_gpu = build_optimizer(model, name="muon", lr=1e-3, weight_decay=0.1, betas=(0.9, 0.99), device_type="cuda")
@@ -143,7 +143,7 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
 
 
 def test_cpu_muon_is_torchs_muon_with_float32_newton_schulz():
-    from guppy.optim import Muon, orthogonalize
+    from guppy.train.optim import Muon, orthogonalize
 
     torch.manual_seed(0)
     ours = [torch.nn.Parameter(torch.randn(96, 32) * 0.02), torch.nn.Parameter(torch.randn(32, 32) * 0.02)]
@@ -203,7 +203,7 @@ def test_weights_map_one_to_one_onto_transformers_gpt2(activation, hf_activation
 
 
 def test_tiny_model_learns_what_it_loves():
-    from guppy.tokenizer import train_tokenizer
+    from guppy.model.tokenizer import train_tokenizer
 
     chats = [
         [{"role": "user", "content": "what do you love"}, {"role": "assistant", "content": "food. i love food."}],

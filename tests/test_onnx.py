@@ -14,10 +14,10 @@ import torch
 from typer.testing import CliRunner
 
 from cli import app
-from guppy.checkpoint import load_model
-from guppy.export_onnx import CHECK_PROMPTS, FP32, INT8, OUTPUTS, empty_past, export_onnx, onnx_greedy, session
-from guppy.inspect import capture
-from guppy.sampler import generate
+from guppy.eval.inspect import capture
+from guppy.export.onnx import CHECK_PROMPTS, FP32, INT8, OUTPUTS, empty_past, export_onnx, onnx_greedy, session
+from guppy.model.checkpoint import load_model
+from guppy.model.sampler import generate
 from tests.test_export import one_line_error
 
 onnx = pytest.importorskip("onnx")

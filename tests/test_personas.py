@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from cli import app
 from pipeline.authoring import validate_persona
 from pipeline.generate import generate_data
-from guppy.personas import SHIPPED, load_persona
+from guppy.spec.personas import SHIPPED, load_persona
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_NAMES = sorted(p.stem for p in (SHIPPED / "personas").glob("*.yaml"))

@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 
 import cli
 from cli import app
-from guppy.chat import chat
 from guppy.errors import GuppyError
+from guppy.eval.runs import replies, summarize_runs
+from guppy.model.chat import chat
 from guppy.presets import PRESETS
-from guppy.runs import replies, summarize_runs
-from guppy.train import train
+from guppy.train.trainer import train
 from tests.test_data import save_corpus
 from tests.test_train import FAST, MICRO
 
@@ -162,7 +162,7 @@ def test_summarize_names_every_bad_run_at_once(tmp_path):
 
 
 def test_runs_is_model_side_and_loads_nothing_from_pipeline():
-    code = "import sys, guppy.runs; print(sorted(m for m in sys.modules if m.split('.')[0] == 'pipeline'))"
+    code = "import sys, guppy.eval.runs; print(sorted(m for m in sys.modules if m.split('.')[0] == 'pipeline'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1]).stdout
     assert out.strip() == "[]"

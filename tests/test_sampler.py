@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from guppy.model import GPT, ModelConfig
-from guppy.sampler import complete, generate, sample_next
-from guppy.tokenizer import train_tokenizer
+from guppy.model.gpt import GPT, ModelConfig
+from guppy.model.sampler import complete, generate, sample_next
+from guppy.model.tokenizer import train_tokenizer
 
 NO_STOP = -1  # a stop id no model can produce: every row runs to max_new_tokens
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from guppy.errors import GuppyError
-from guppy.language import is_unspaced_char
-from guppy.tokenizer import IM_END, IM_START, MAX_UNSPACED_TOKEN, PAD, ChatTokenizer, train_tokenizer
+from guppy.spec.language import is_unspaced_char
+from guppy.model.tokenizer import IM_END, IM_START, MAX_UNSPACED_TOKEN, PAD, ChatTokenizer, train_tokenizer
 
 CHAT = [
     {"role": "user", "content": "what do you love"},

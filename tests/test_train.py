@@ -18,7 +18,7 @@ import torch
 
 from guppy.errors import GuppyError
 from guppy.presets import PRESETS
-from guppy.train import TrainConfig, lr_at, resolve_config, train
+from guppy.train.trainer import TrainConfig, lr_at, resolve_config, train
 from tests.test_data import save_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +90,7 @@ def test_presets_resolve_to_their_defaults_and_overrides_win():
 # ---------------------------------------------------------------------------------- learning
 
 def test_loss_falls_and_the_model_learns_the_persona(trained):
-    from guppy.checkpoint import load_model
+    from guppy.model.checkpoint import load_model
 
     run, summary = trained
     train_curve, test_curve = losses(run), losses(run, "eval")
@@ -143,7 +143,8 @@ import os, signal, sys
 import torch
 torch.set_num_threads(1)  # as the run it is compared with (see micro_preset)
 sys.path.insert(0, {root!r})
-from guppy import presets, train as t
+from guppy import presets
+from guppy.train import trainer as t
 presets.PRESETS["micro"] = {micro!r}
 real_lr_at = t.lr_at
 
@@ -239,7 +240,7 @@ def test_resume_with_another_config_is_refused(tmp_path, corpus, trained):
 
 
 def test_resume_with_another_tokenizer_is_refused(tmp_path, corpus, trained):
-    from guppy.tokenizer import train_tokenizer
+    from guppy.model.tokenizer import train_tokenizer
 
     run = shutil.copytree(trained[0], tmp_path / "fish")
     shutil.rmtree(run / "tokenizer")

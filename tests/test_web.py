@@ -19,11 +19,11 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from guppy.chat import stream_reply, trim_history
-from guppy.checkpoint import load_model
-from guppy.export_onnx import INT8, onnx_greedy, session
-from guppy.export_web import LOADED, WEB, export_web
-from guppy.serve import make_server
+from guppy.export.onnx import INT8, onnx_greedy, session
+from guppy.export.serve import make_server
+from guppy.export.web import LOADED, WEB, export_web
+from guppy.model.chat import stream_reply, trim_history
+from guppy.model.checkpoint import load_model
 from tests import browser
 from tests.test_export import one_line_error
 
@@ -162,7 +162,7 @@ def test_playground_in_headless_chromium(web, mini_run, tmp_path):
 def test_playground_speaks_japanese_as_guppy_chat_does(tmp_path, monkeypatch):
     """A Japanese persona's page: the same prompt ids as Python, and the same greedy reply, typed in Japanese."""
     from guppy.presets import PRESETS
-    from guppy.train import train
+    from guppy.train.trainer import train
     from tests.conftest import write_persona
     from tests.test_japanese import CUE, MICRO
     from tests.test_language import JA_PERSONA, JA_TEMPLATES

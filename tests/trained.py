@@ -10,7 +10,7 @@ from tests.conftest import write_persona
 
 
 def train_mini(root: Path) -> Path:
-    from guppy.train import train
+    from guppy.train.trainer import train
     from pipeline.generate import generate_data
 
     persona = write_persona(root)

@@ -4,7 +4,7 @@
     python tests/bench/bench_optim.py --parallel 6 --threads 2 \\
         --job '{"preset": "tiny", "lr": 8e-3}' --job '{"preset": "tiny", "batch_size": 24}'
 
-Each job is a `guppy.train.train` config (preset + overrides) trained on --data (default runs/guppy/data)
+Each job is a `guppy.train.trainer.train` config (preset + overrides) trained on --data (default runs/guppy/data)
 with `--threads` torch threads, then scored with `guppy eval`'s persona score. Jobs run `--parallel` at
 a time, each in its own process, so on a machine with 2 x parallel cores they run side by side on
 equal terms (compare them with each other, not with another machine). Without --job it runs the
@@ -28,8 +28,8 @@ JOB = """
 import json, sys, time, torch
 sys.path.insert(0, {root!r})
 torch.set_num_threads({threads})
-from guppy.evaluate import evaluate
-from guppy.train import train
+from guppy.eval.evaluate import evaluate
+from guppy.train.trainer import train
 job = json.loads({job!r})
 persona = job.get("persona", "guppy")
 started = time.perf_counter()

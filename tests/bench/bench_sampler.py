@@ -21,8 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 from guppy.config import resolve_config
-from guppy.model import GPT
-from guppy.sampler import generate
+from guppy.model.gpt import GPT
+from guppy.model.sampler import generate
 
 
 def tokens_per_second(model, prompts, *, new: int, use_cache: bool, seed: int) -> float:

@@ -37,7 +37,7 @@ def synthetic_corpus(folder: Path, n: int, seed: int = 0) -> Path:
     """A fish persona with a few hundred prompts and thousands of replies, shaped like the reference data."""
     import datasets
 
-    from guppy.split import leak_free_split
+    from guppy.data.split import leak_free_split
 
     rng = random.Random(seed)
     foods = ["flakes", "pellets", "bloodworms", "brine shrimp", "peas", "daphnia", "algae wafers", "tiny shrimp"]
@@ -109,7 +109,7 @@ def train_once(args, data: Path, out: Path, overrides: dict) -> tuple[dict, list
             cmd += ["--max-steps", str(args.max_steps)]
         subprocess.run(cmd, check=True, cwd=ROOT)
     else:
-        from guppy.train import train
+        from guppy.train.trainer import train
 
         # a sweep's JSON may set max_steps (or device, seed) itself: it wins over the command line's
         settings = {"max_steps": args.max_steps, "device": args.device, "seed": args.seed, **overrides}
@@ -156,7 +156,7 @@ def report(args, summary: dict, records: list[dict], config: dict, wall: float, 
         print(f"train loss        {summary['train_loss']:.4f}   epochs {summary['epochs']:.2f}")
     mfu = None
     if peak:
-        from guppy.model import GPT, ModelConfig
+        from guppy.model.gpt import GPT, ModelConfig
 
         with torch.device("meta"):
             flops = GPT(ModelConfig(**config["model"])).flops_per_token()

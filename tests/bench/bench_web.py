@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
-from guppy.export_onnx import CHECK_PROMPTS  # noqa: E402
-from guppy.export_web import export_web  # noqa: E402
+from guppy.export.onnx import CHECK_PROMPTS  # noqa: E402
+from guppy.export.web import export_web  # noqa: E402
 from tests import browser  # noqa: E402
 
 
@@ -34,10 +34,10 @@ def untrained_run(run: Path, preset: str, root: Path) -> Path:
     """An untrained model of `preset`'s shape with `run`'s tokenizer, saved as a run folder."""
     import torch
 
-    from guppy.checkpoint import load_model, save_checkpoint
     from guppy.config import resolve_config
-    from guppy.model import GPT
-    from guppy.paths import RunPaths
+    from guppy.model.checkpoint import load_model, save_checkpoint
+    from guppy.model.gpt import GPT
+    from guppy.store.paths import RunPaths
 
     _, tokenizer, _ = load_model(run)
     torch.manual_seed(0)

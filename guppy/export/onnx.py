@@ -147,7 +147,7 @@ CHECK_PROMPTS = ["what is the meaning of life", "hi", "are you hungry", "how are
 def verify(folder: Path, model, tokenizer, prompts: list[str] = CHECK_PROMPTS) -> dict:
     """onnxruntime against PyTorch: the largest logit difference (whole prompts and a full context of
     random ids, then step by step with the cache) and how many greedy replies are the same ids."""
-    from guppy.sampler import generate
+    from guppy.model.sampler import generate
 
     c = model.config
     torch.manual_seed(0)
@@ -180,8 +180,8 @@ def verify(folder: Path, model, tokenizer, prompts: list[str] = CHECK_PROMPTS) -
 
 def export_onnx(*, persona: str, run: Path | None = None, out: Path | None = None, overwrite: bool = False) -> dict:
     """Write runs/PERSONA/onnx (fp32 + int8), check it with onnxruntime; return guppy.json's contents."""
-    from guppy.atomic import atomic_dir
-    from guppy.checkpoint import load_model, persona_name, persona_run
+    from guppy.model.checkpoint import load_model, persona_name, persona_run
+    from guppy.store.atomic import atomic_dir
 
     name = persona_name(persona)
     paths = persona_run(name, run)

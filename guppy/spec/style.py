@@ -2,7 +2,7 @@
 
 The data side refuses (or drops) conversations that break them and marks them in `guppy persona
 sample`; the evaluator reports how many of a model's replies keep them. The persona's language
-(guppy/language.py) decides whether case applies and whether lengths count words (English) or
+(guppy/spec/language.py) decides whether case applies and whether lengths count words (English) or
 characters (a script written without spaces, such as Japanese); sentences end at . ! ? and 。！？.
 It also decides the script: letters in another script than the language's (`i rest in` in a Chinese
 reply, '竹笋' in an English one) break the style, unless the persona's own pools hold that word;
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from guppy.persona import Style
+    from guppy.spec.persona import Style
 
 RULES = ("lowercase", "sentence_length", "reply_length", "no_banned_words", "script")
 _SENTENCE = re.compile(r"[^.!?。！？．…]+[.!?。！？．…]*")
@@ -31,8 +31,8 @@ class Violation:
 
 def violations(reply: str, style: Style) -> list[Violation]:
     """Every way `reply` breaks `style`, in reply order within each rule; empty when it keeps them all."""
-    from guppy.language import is_cased, is_spaced, length
-    from guppy.persona import phrases_pattern
+    from guppy.spec.language import is_cased, is_spaced, length
+    from guppy.spec.persona import phrases_pattern
 
     language = style._language
     unit = "words" if is_spaced(language) else "characters"
@@ -56,7 +56,7 @@ def violations(reply: str, style: Style) -> list[Violation]:
 
 def script_violations(text: str, style: Style) -> list[Violation]:
     """Words of `text` in another script than the persona's language, beyond those its pools hold."""
-    from guppy.language import foreign_words, language_and_script
+    from guppy.spec.language import foreign_words, language_and_script
 
     language = style._language
     foreign = [w for w in foreign_words(text, language) if w.lower() not in style._own_foreign]

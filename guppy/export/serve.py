@@ -11,8 +11,8 @@ import functools
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from guppy.checkpoint import persona_name, persona_run
 from guppy.errors import GuppyError
+from guppy.model.checkpoint import persona_name, persona_run
 
 
 class Handler(SimpleHTTPRequestHandler):

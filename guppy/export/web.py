@@ -1,10 +1,10 @@
 """`guppy export --web`: a static folder that chats with the model in the browser and shows its attention.
 
     runs/PERSONA/web/
-        index.html, app.js, style.css     the page (guppy/web/, package data)
+        index.html, app.js, style.css     the page (guppy/export/playground/, package data)
         vendor/                           onnxruntime-web (WebAssembly), tokenizers.js, @huggingface/jinja:
-                                          pinned in guppy/web/vendor/package.json, copied from npm by
-                                          guppy/web/vendor/refresh.sh and shipped inside the package
+                                          pinned in guppy/export/playground/vendor/package.json, copied from npm by
+                                          guppy/export/playground/vendor/refresh.sh and shipped inside the package
         model.onnx, model.int8.onnx       `guppy export --onnx`'s graphs (fp32 and int8; the page picks one)
         tokenizer.json, tokenizer_config.json   the tokenizer and its chat template
         guppy.json                        shapes, special ids, the persona's name and description, chat defaults
@@ -19,13 +19,13 @@ import json
 import shutil
 from pathlib import Path
 
-from guppy.atomic import atomic_dir
-from guppy.checkpoint import load_model, persona_name, persona_run
 from guppy.errors import GuppyError
-from guppy.export import run_persona
-from guppy.export_onnx import FP32, INT8, write_folder
+from guppy.export.hf import run_persona
+from guppy.export.onnx import FP32, INT8, write_folder
+from guppy.model.checkpoint import load_model, persona_name, persona_run
+from guppy.store.atomic import atomic_dir
 
-WEB = Path(__file__).resolve().parent / "web"
+WEB = Path(__file__).resolve().parent / "playground"
 PAGE = ["index.html", "app.js", "style.css"]
 VENDOR = ["ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm", "tokenizers.min.mjs", "jinja.mjs",
           "LICENSE.jinja", "LICENSE.tokenizers"]
@@ -43,7 +43,7 @@ def export_web(*, persona: str, run: Path | None = None, out: Path | None = None
         raise GuppyError(f"{out}: already exists; pass --overwrite to replace it")
     missing = [f for f in VENDOR if not (WEB / "vendor" / f).is_file()]
     if missing:  # a broken install, not the user's input
-        raise RuntimeError(f"{WEB / 'vendor'} lacks {', '.join(missing)}; run guppy/web/vendor/refresh.sh")
+        raise RuntimeError(f"{WEB / 'vendor'} lacks {', '.join(missing)}; run guppy/export/playground/vendor/refresh.sh")
     model, tokenizer, _ = load_model(paths.root)
     spec = run_persona(persona, paths)
     with atomic_dir(out, kind="web", overwrite=overwrite) as tmp:

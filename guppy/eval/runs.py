@@ -17,9 +17,9 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from guppy.atomic import atomic_file
 from guppy.errors import GuppyError
-from guppy.paths import RUNS_DIR, RUNS_PLOT, RunPaths
+from guppy.store.atomic import atomic_file
+from guppy.store.paths import RUNS_DIR, RUNS_PLOT, RunPaths
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def count_params(model: dict, where: Path) -> int:
     import torch
     from pydantic import ValidationError
 
-    from guppy.model import GPT, ModelConfig
+    from guppy.model.gpt import GPT, ModelConfig
 
     try:
         config = ModelConfig(**model)
@@ -244,7 +244,7 @@ def plot_runs(summaries: list[RunSummary], out: Path | None = None) -> Path:
 
 def replies(summaries: list[RunSummary], prompt: str, *, seed: int) -> list[str]:
     """Each run's reply to `prompt`, sampled as `guppy chat --prompt` does, with the same seed for all."""
-    from guppy.chat import one_reply
+    from guppy.model.chat import one_reply
 
     return [one_reply(s.root, prompt, seed=seed) for s in summaries]
 

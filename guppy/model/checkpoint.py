@@ -1,5 +1,5 @@
 """One checkpoint format: `save_checkpoint` writes it, `load_model` loads it to use, and
-`load_resumable` + `restore_resumable` continue a training run from it (guppy/train.py).
+`load_resumable` + `restore_resumable` continue a training run from it (guppy/train/trainer.py).
 
 A checkpoint is a folder, written atomically (a crash or Ctrl-C mid-save leaves the previous one):
 
@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, load_model as load_weights, save_file, save_model
 
-from guppy.atomic import atomic_dir
 from guppy.errors import GuppyError
-from guppy.paths import RunPaths
+from guppy.store.atomic import atomic_dir
+from guppy.store.paths import RunPaths
 
 FORMAT = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -36,7 +36,7 @@ STATE, STATE_JSON = "trainer_state.safetensors", "trainer_state.json"
 def persona_name(persona: str) -> str:
     """A persona given by name or by YAML path -> its name (what names its run folder)."""
     if str(persona).endswith((".yaml", ".yml")):
-        from guppy.personas import load_persona
+        from guppy.spec.personas import load_persona
 
         return load_persona(persona).name
     return str(persona)
@@ -117,8 +117,8 @@ def load_model(path: Path, *, device: str | torch.device = "cpu"):
     Returns (model in eval mode on `device`, tokenizer, meta from config.json)."""
     from pydantic import ValidationError
 
-    from guppy.model import GPT, ModelConfig
-    from guppy.tokenizer import ChatTokenizer
+    from guppy.model.gpt import GPT, ModelConfig
+    from guppy.model.tokenizer import ChatTokenizer
 
     folder = find_checkpoint(path)
     meta = read_meta(folder)

@@ -184,7 +184,7 @@ class GPT(nn.Module):
 
     def hidden_matrices(self) -> list[nn.Parameter]:
         """The blocks' 2-D weights (attention and MLP): what Muon orthogonalizes. The embeddings,
-        which are also the tied head, and the 1-D gains and biases are left to AdamW (guppy/optim.py)."""
+        which are also the tied head, and the 1-D gains and biases are left to AdamW (guppy/train/optim.py)."""
         return [p for name, p in self.named_parameters() if p.dim() == 2 and name.startswith("transformer.h.")]
 
 

@@ -16,7 +16,7 @@ import hashlib
 import re
 from typing import Callable
 
-from guppy.language import drop_spaces_by_unspaced, fold
+from guppy.spec.language import drop_spaces_by_unspaced, fold
 
 _NOT_WORD = re.compile(r"[^\w\s']+")  # \w is Unicode: kana, kanji, ー and 々 are letters; 。、「」・〜 are not
 _SPACE = re.compile(r"\s+")

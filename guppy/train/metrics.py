@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from guppy.atomic import atomic_file
+from guppy.store.atomic import atomic_file
 
 
 class Metrics:

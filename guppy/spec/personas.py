@@ -24,8 +24,8 @@ import yaml
 from pydantic import ValidationError
 
 from guppy.errors import GuppyError
-from guppy.language import SHARED_SETS, language_and_script, shared_set
-from guppy.persona import Persona
+from guppy.spec.language import SHARED_SETS, language_and_script, shared_set
+from guppy.spec.persona import Persona
 
 SHARED = "common"
 
@@ -33,7 +33,7 @@ SHARED = "common"
 def _shipped_root() -> Path:
     # A source checkout or editable install has personas/ beside guppy/; a wheel
     # carries them inside the package as guppy/_shipped/ (see pyproject.toml).
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # guppy/
     for root in (here.parent, here / "_shipped"):
         if (root / "personas").is_dir() and (root / "templates").is_dir():
             return root

@@ -5,7 +5,7 @@ A fresh run over a run that already has a tokenizer or checkpoints trains in a t
 folder when it finishes, or when Ctrl-C stops it with a resumable checkpoint (so that the printed
 `--resume` command works). Killed, crashed, or refused (bad data, a bad option): the old run is
 untouched, the new tokenizer never replaced it, and the sibling is removed the next time the run is
-written (guppy/atomic.py's leftovers). A first run, with nothing to protect, trains in place, so a
+written (guppy/store/atomic.py's leftovers). A first run, with nothing to protect, trains in place, so a
 run killed at any moment can still be resumed.
 
 The run's data/, eval/ and hf/ are not the trainer's and stay where they are.
@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from guppy.atomic import MARKER, _remove, clean_leftovers, owner_pid, swap_in, write_marker
-from guppy.paths import RunPaths
+from guppy.store.atomic import MARKER, _remove, clean_leftovers, owner_pid, swap_in, write_marker
+from guppy.store.paths import RunPaths
 
 TRAINER_ITEMS = ("tokenizer", "ckpt", "train_config.json", "metrics.jsonl", "loss.png")
 

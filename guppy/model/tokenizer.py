@@ -31,7 +31,7 @@ import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from guppy.errors import GuppyError
-from guppy.language import is_unspaced_char
+from guppy.spec.language import is_unspaced_char
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"

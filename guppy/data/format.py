@@ -1,6 +1,6 @@
 """What a `guppy generate-data` dataset is on disk: its columns, its files and what its card's
 header says about them, declared once for the side that writes it (pipeline/generate.py,
-pipeline/card.py) and the side that publishes it again (guppy/export.py).
+pipeline/card.py) and the side that publishes it again (guppy/export/hf.py).
 
     columns    messages (list of {role, content}), topic (ClassLabel of the persona's topics),
                persona, template, id (hash of the conversation)

@@ -1,14 +1,14 @@
 """The one trainer, shared by every persona.
 
     data       load the DatasetDict, train the tokenizer on the train split (or reuse the run's
-               on --resume), tokenize, pack into rows of context + 1 tokens (guppy/data.py)
+               on --resume), tokenize, pack into rows of context + 1 tokens (guppy/data/reader.py)
     model      GPT of the config's shape (guppy/config.py, guppy/presets.py); Muon + AdamW or AdamW alone
-               (guppy/optim.py); bf16 autocast on CUDA; torch.compile where it pays
+               (guppy/train/optim.py); bf16 autocast on CUDA; torch.compile where it pays
     loop       set lr -> eval + checkpoint -> batch -> step (micro-steps, clip, optimizer) -> log
     outputs    runs/PERSONA/: ckpt/best, ckpt/last (resumable), metrics.jsonl, loss.png
-               (guppy/metrics.py), train_config.json (the resolved config)
+               (guppy/train/metrics.py), train_config.json (the resolved config)
 
-Under `torchrun --nproc_per_node=N` (guppy/processes.py) every process reads a disjoint shard of each global batch
+Under `torchrun --nproc_per_node=N` (guppy/train/processes.py) every process reads a disjoint shard of each global batch
 and DDP averages the gradients (gloo on CPU, NCCL on GPU); only rank 0 writes files. The loss is
 normalized by the assistant tokens of the whole global batch, so N processes take the same steps
 as one (tests/test_ddp.py).
@@ -31,16 +31,16 @@ from pathlib import Path
 
 import torch
 
-from guppy.atomic import atomic_dir, atomic_file, check_output, output_lock
 from guppy.config import TrainConfig, resolve_config
-from guppy.checkpoint import (has_resumable, load_resumable, persona_run, restore_resumable, resumable_state,
+from guppy.store.atomic import atomic_dir, atomic_file, check_output, output_lock
+from guppy.model.checkpoint import (has_resumable, load_resumable, persona_run, restore_resumable, resumable_state,
                               rng_tensors, save_checkpoint)
-from guppy.data import Tokenized, epoch_order, flat_messages, load_conversations, pack, pack_whole, tokenize
+from guppy.data.reader import Tokenized, epoch_order, flat_messages, load_conversations, pack, pack_whole, tokenize
 from guppy.errors import GuppyError
-from guppy.metrics import Metrics, plot_losses, progress_bar
-from guppy.paths import RunPaths
-from guppy.processes import Processes
-from guppy.run_folder import SavedInterrupt, resume_command, training_folder
+from guppy.store.paths import RunPaths
+from guppy.store.run_folder import SavedInterrupt, resume_command, training_folder
+from guppy.train.metrics import Metrics, plot_losses, progress_bar
+from guppy.train.processes import Processes
 
 
 # torch.compile, measured on an H100 (guppy shape, batch 256): ~20 s to compile (cold cache) for a
@@ -66,7 +66,7 @@ class Batches:
     that comes from (seed, epoch); a rank takes its slice of each global batch, cut into grad_accum
     micro-batches. An epoch's rows go to the device once (a few MB).
 
-    packing "whole": the rows are packed once (guppy/data.py: pack_whole) and each epoch shuffles them.
+    packing "whole": the rows are packed once (guppy/data/reader.py: pack_whole) and each epoch shuffles them.
     packing "stream": each epoch shuffles the conversations and packs them again, back to back."""
 
     def __init__(self, data: Tokenized, *, context: int, cfg: TrainConfig, procs: Processes, pad_id: int):
@@ -175,7 +175,7 @@ def train(*, persona: str, data: Path | None = None, preset: str = "tiny", out: 
     cfg = resolve_config(preset, max_steps=max_steps, device=device, seed=seed, **overrides)
     check_output(paths.root, "run")  # a stranger's folder is refused before any work
     procs = Processes(cfg.device)
-    try:  # a fresh run over an old one trains beside it and replaces it at the end (guppy/run_folder.py)
+    try:  # a fresh run over an old one trains beside it and replaces it at the end (guppy/store/run_folder.py)
         with output_lock(paths.root, enabled=procs.main), \
                 training_folder(paths, fresh=not resume, main=procs.main) as work:
             trainer = Trainer(work, cfg, procs, data=Path(data), resume=resume)
@@ -192,13 +192,13 @@ class Trainer:
     """One run: its data, its model and optimizer, and how far it got (step, best held-out loss).
     It builds the model of the config's shape once the tokenizer fixes the vocabulary, then uses it
     only through `forward(x, y) -> (logits, loss)`, its parameters and `num_params()`; what a
-    checkpoint holds and how it is restored is guppy/checkpoint.py's business."""
+    checkpoint holds and how it is restored is guppy/model/checkpoint.py's business."""
 
     resume_hint = "guppy train PERSONA --resume"  # train() sets it from the options it was given
 
     def __init__(self, paths: RunPaths, cfg: TrainConfig, procs: Processes, *, data: Path, resume: bool):
-        from guppy.model import GPT
-        from guppy.optim import build_optimizer
+        from guppy.model.gpt import GPT
+        from guppy.train.optim import build_optimizer
 
         self.started = time.perf_counter()
         self.paths, self.cfg, self.procs, self.resuming = paths, cfg, procs, resume
@@ -255,7 +255,7 @@ class Trainer:
 
     def _tokenizer(self, dd):
         """Rank 0 learns it from the train split and saves it to the run; --resume reuses the run's."""
-        from guppy.tokenizer import ChatTokenizer, train_tokenizer
+        from guppy.model.tokenizer import ChatTokenizer, train_tokenizer
 
         if self.resuming:
             return ChatTokenizer.load(self.paths.tokenizer)

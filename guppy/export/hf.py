@@ -21,12 +21,12 @@ from pathlib import Path
 import yaml
 from safetensors.torch import save_file
 
-from guppy.atomic import atomic_dirs, check_output
-from guppy.checkpoint import load_model, persona_name, persona_run
-from guppy.dataset_format import data_file, data_files, split_sizes
+from guppy.data.format import data_file, data_files, split_sizes
 from guppy.errors import GuppyError
-from guppy.paths import RunPaths
-from guppy.report import hit_rate_table, markdown_table
+from guppy.eval.report import hit_rate_table, markdown_table
+from guppy.model.checkpoint import load_model, persona_name, persona_run
+from guppy.store.atomic import atomic_dirs, check_output
+from guppy.store.paths import RunPaths
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
@@ -214,14 +214,14 @@ def run_persona(persona: str, paths: RunPaths):
     `persona` names now, else None (a model trained on someone else's data)."""
     from pydantic import ValidationError
 
-    from guppy.persona import Persona
+    from guppy.spec.persona import Persona
 
     try:
         return Persona.model_validate(yaml.safe_load((trained_on(paths) / "persona.yaml").read_text()))
     except (OSError, yaml.YAMLError, ValidationError):
         pass
     try:
-        from guppy.personas import load_persona
+        from guppy.spec.personas import load_persona
 
         return load_persona(persona).spec
     except GuppyError:

@@ -3,7 +3,7 @@
     1. load      `load_conversations`: a `guppy generate-data` folder (save_to_disk), a Hub-style
                  folder (data/*.jsonl|parquet, train.*/test.*), or one .jsonl/.parquet file
                  -> DatasetDict(train, test) with a `messages` column. One file is split
-                 leak-free on its first user prompt (guppy/split.py's rule); `input`/`output`
+                 leak-free on its first user prompt (guppy/data/split.py's rule); `input`/`output`
                  columns (the published GuppyLM dataset) become a user and an assistant turn.
     2. tokenize  `tokenize`: every conversation as `ChatTokenizer.encode_chat` encodes it, in one
                  batched call; conversations longer than the context are dropped (they could
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from guppy.data.split import leak_free_split
 from guppy.errors import GuppyError
-from guppy.split import leak_free_split
 
 FILE_TYPES = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 TEST_NAMES = ("test", "validation", "valid", "val", "dev")

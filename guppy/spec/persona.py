@@ -4,7 +4,7 @@ A persona is a YAML file under `personas/`. These Pydantic models are the only
 definition of its shape: `extra="forbid"` makes an unknown or misspelt field an
 error, and the field descriptions double as documentation (`guppy persona show`).
 Loading a file and turning validation errors into one line per problem lives in
-`guppy/personas.py`; this module knows nothing about files.
+`guppy/spec/personas.py`; this module knows nothing about files.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from guppy.language import UNSPACED_CHARS, check_tag, foreign_words, is_unspaced_char
+from guppy.spec.language import UNSPACED_CHARS, check_tag, foreign_words, is_unspaced_char
 
 # A Latin (or any spaced-script) phrase must not touch a letter of its own kind on either side:
 # 'eat' is not in 'great'. A letter of a script without spaces is no boundary: 'TV' is in 'TVを見た'.
@@ -91,8 +91,8 @@ class Style(Strict):
         return self
 
     def check(self, reply: str) -> dict[str, bool]:
-        """Which of the style rules a reply keeps (the evaluator's style adherence); see guppy/style.py."""
-        from guppy.style import RULES, violations  # guppy.style reads this model: imported late
+        """Which of the style rules a reply keeps (the evaluator's style adherence); see guppy/spec/style.py."""
+        from guppy.spec.style import RULES, violations  # guppy.spec.style reads this model: imported late
 
         broken = {v.rule for v in violations(reply, self)}
         return {rule: rule not in broken for rule in RULES}

@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from guppy.atomic import atomic_dir
-from guppy.checkpoint import load_model, persona_name, persona_run
 from guppy.errors import GuppyError
-from guppy.persona import phrases_pattern
-from guppy.sampler import generate
+from guppy.model.checkpoint import load_model, persona_name, persona_run
+from guppy.model.sampler import generate
+from guppy.spec.persona import phrases_pattern
+from guppy.store.atomic import atomic_dir
 
 TOP = 5
 
@@ -116,7 +116,7 @@ def top_tokens(t: Trace, tokenizer) -> list[dict]:
 
 def persona_words(persona: str, paths) -> list[str]:
     """The words the persona's cue and concept associations expect, from the spec it was trained on."""
-    from guppy.export import run_persona
+    from guppy.export.hf import run_persona
 
     spec = run_persona(persona, paths)
     if spec is None:
@@ -182,7 +182,7 @@ def inspect(*, persona: str, run: Path | None = None, prompt: str, temperature: 
             for li in range(c.n_layer) for hi in range(c.n_head)]}
         report["charts"].append("persona_word.png")
 
-    from guppy import inspect_charts as charts
+    from guppy.eval import inspect_charts as charts
 
     with atomic_dir(out, kind="inspect", overwrite=True) as tmp:
         charts.attention_grid(t, tmp / "attention_grid.png", title=f"{name}: {prompt!r} -> {t.reply!r}")
