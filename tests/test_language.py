@@ -61,7 +61,7 @@ def test_the_tag_decides_case_and_spacing():
     assert Persona.model_fields["language"].default == "en"
 
 
-@pytest.mark.parametrize("tag", ["japanese", "ja_JP", "j", "ja-", ""])
+@pytest.mark.parametrize("tag", ["japanese", "ja_JP", "j", "ja-", "", "xx", "en-US-x"])
 def test_a_bad_language_tag_is_one_line_naming_file_and_field(tmp_path, tag):
     persona = write_persona(tmp_path, {**JA_PERSONA, "language": tag}, JA_TEMPLATES)
     result = runner.invoke(app, ["persona", "validate", str(persona)])

@@ -141,3 +141,32 @@ def test_load_missing_or_corrupt_tokenizer_is_a_user_error(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{ not json")
     with pytest.raises(GuppyError, match=str(tmp_path)):
         ChatTokenizer.load(tmp_path)
+
+
+JS = """import { Tokenizer } from "%s";
+import fs from "fs";
+const tok = new Tokenizer(JSON.parse(fs.readFileSync("tokenizer.json")), JSON.parse(fs.readFileSync("tokenizer_config.json")));
+const out = JSON.parse(fs.readFileSync("texts.json")).map(t => tok.encode(t, {add_special_tokens: false}).ids);
+console.log(JSON.stringify(out));
+"""
+
+
+def test_the_playgrounds_tokenizers_js_encodes_as_python_does(tok, tmp_path):
+    """The web playground tokenizes with the vendored tokenizers.js: same ids for both kinds of BPE."""
+    import json
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import guppy.export
+
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    vendored = Path(guppy.export.__file__).parent / "playground" / "vendor" / "tokenizers.min.mjs"
+    tok.save(tmp_path)
+    texts = [f"{IM_START}user\n竹子是世界上最好吃的东西？{IM_END}\n{IM_START}assistant\n", "银 鑫 hello  world\n",
+             "水草のあいだにエサのかけらがかくれてるの。TVを見た！", "🐟 naïve 12,000円"]
+    (tmp_path / "texts.json").write_text(json.dumps(texts))
+    (tmp_path / "t.mjs").write_text(JS % vendored.as_uri())
+    out = subprocess.run(["node", "t.mjs"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == [tok.encode(t) for t in texts]
