@@ -133,9 +133,10 @@ def style_problems(loaded: LoadedPersona, bad: list[tuple[str, int]], *, seed: i
     for topic, index in bad:
         conv, found = tracer.check(topic, index)
         for turn, located in found:
-            groups.setdefault(str(located), []).append((topic, index, conv[turn][1]))
+            groups.setdefault(str(located), []).append((topic, index, conv[turn][1], conv[turn][0]))
     worst = sorted(groups.items(), key=lambda kv: -len(kv[1]))
-    lines = [f"{where}: {len(hits)} {'reply' if len(hits) == 1 else 'replies'} {of}, e.g. "
+    kinds = {"assistant": ("reply", "replies"), "user": ("prompt", "prompts")}  # the script rule checks both
+    lines = [f"{where}: {len(hits)} {kinds[hits[0][3]][len(hits) > 1]} {of}, e.g. "
              f"{hits[0][0]} #{hits[0][1]}: \"{hits[0][2]}\"" for where, hits in worst[:limit]]
     if len(worst) > limit:
         lines.append(f"... and {len(worst) - limit} more places; `guppy persona sample "
