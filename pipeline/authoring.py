@@ -56,7 +56,7 @@ def new_persona(name: str, *, from_: str = "guppy", blank: bool = False, languag
     text = re.sub(rf"(template:\s*['\"]?){re.escape(old)}/", rf"\1{name}/", source.source)
     text = re.sub(rf"^(\s+name:\s*['\"]?){re.escape(old)}\b", rf"\g<1>{name}", text, count=1, flags=re.M)
     if language is not None:
-        text = with_language(text if re.search(r"^language:", text, re.M) else f"language: en\n{text}", language)
+        text = with_language(text, language)
     return _write_persona(yaml_out, text, templates_out, copy_templates if own else None)
 
 

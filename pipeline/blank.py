@@ -78,8 +78,11 @@ def blank_persona(name: str, language: str = "en") -> tuple[str, str | None]:
 
 
 def with_language(text: str, language: str) -> str:
-    """The skeleton with its top-level `language:` line saying this tag."""
-    return re.sub(r"^language:.*$", f"language: {language}", text, count=1, flags=re.M)
+    """The persona's YAML saying this tag: its top-level `language:` line replaced, or one added
+    before `identity:` (after the leading comments, where the schema's modeline stays first)."""
+    if re.search(r"^language:", text, re.M):
+        return re.sub(r"^language:.*$", f"language: {language}", text, count=1, flags=re.M)
+    return re.sub(r"^identity:", f"language: {language}\nidentity:", text, count=1, flags=re.M)
 
 
 def blank_yaml(name: str) -> str:

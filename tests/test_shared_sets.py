@@ -96,9 +96,11 @@ def test_blank_in_a_language_without_a_set_or_a_bad_tag_is_one_line(tmp_path, mo
     assert not (tmp_path / "personas" / "x.yaml").exists()
 
 
-def test_new_from_a_persona_with_language_replaces_its_tag(tmp_path):
-    path = new_persona("koi", from_="kingyo", language="ja-JP", root=tmp_path)
-    assert re.search(r"^language: ja-JP$", path.read_text(encoding="utf-8"), re.M)
+@pytest.mark.parametrize("source, tag", [("kingyo", "ja-JP"), ("guppy", "en-GB")])  # guppy.yaml has no language line
+def test_new_from_a_persona_with_language_sets_its_tag(tmp_path, source, tag):
+    text = new_persona("koi", from_=source, language=tag, root=tmp_path).read_text(encoding="utf-8")
+    assert re.findall(r"^language: .*$", text, re.M) == [f"language: {tag}"]
+    assert text.startswith("# yaml-language-server: $schema=persona.schema.json\n")
 
 
 # ---------------------------------------------------------------------------- the script check
