@@ -28,7 +28,7 @@ import numpy as np
 from guppy.spec.language import is_spaced
 
 TRAIN_REPLIES_PER_TOPIC = 150  # distinct replies per topic: enough for a stable classifier, quick to fit
-HELD_OUT_PROMPTS_PER_TOPIC = 6
+HELD_OUT_PROMPTS_PER_TOPIC = (6, 24)  # at least 6 of each topic, more where there are few topics (60 in all)
 
 
 @dataclass
@@ -66,9 +66,11 @@ def fit_classifier(train_by_topic: dict[str, list[str]], language: str, seed: in
     return TopicClassifier(pipeline, topics)
 
 
-def held_out_prompts(test_by_topic: dict[str, list[list[dict]]], seed: int,
-                     per_topic: int = HELD_OUT_PROMPTS_PER_TOPIC) -> list[tuple[str, str]]:
-    """(topic, prompt) pairs: up to `per_topic` distinct held-out first messages of every topic."""
+def held_out_prompts(test_by_topic: dict[str, list[list[dict]]], seed: int) -> list[tuple[str, str]]:
+    """(topic, prompt) pairs: distinct held-out first messages of every topic, as many of each (see
+    HELD_OUT_PROMPTS_PER_TOPIC) as the split has."""
+    least, most = HELD_OUT_PROMPTS_PER_TOPIC
+    per_topic = min(most, max(least, -(-60 // max(1, len(test_by_topic)))))
     rng = random.Random(seed)
     pairs = []
     for topic in sorted(test_by_topic):

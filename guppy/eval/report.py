@@ -231,7 +231,7 @@ def on_topic_section(report: dict) -> str:
 On-topic score **{t['score']:.2f}** (95% interval {t['ci'][0]:.2f}-{t['ci'][1]:.2f}): replies read as the prompt's
 topic {t['model']:.0%}; the same replies shuffled across the prompts {t['floor']:.0%} (floor: a model that ignores
 the question); the test split's own replies {t['ceiling']:.0%} (ceiling). A topic classifier (character n-gram TF-IDF
-and logistic regression, fit on the train split's replies) reads each reply. Worst topics first; the example is a miss
+and multinomial naive Bayes, fit on the train split's replies) reads each reply. Worst topics first; the example is a miss
 where there is one.
 
 {markdown_table(["topic", "prompts", "model", "data", "mostly read as", "example"], rows)}
