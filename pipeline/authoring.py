@@ -13,18 +13,20 @@ from typing import Callable
 
 from guppy.errors import GuppyError
 from guppy.spec.persona import Identity, Persona
-from guppy.spec.style import violations
+from guppy.spec.style import conversation_violations, violations
 from guppy.store.atomic import atomic_file
-from pipeline.blank import BLANK_TOPIC, COMMON_POOLS, blank_yaml
+from pipeline.blank import COMMON_POOLS, blank_persona, with_language
 from guppy.spec.personas import LoadedPersona, load_persona
 from pipeline.pools import display_path
 from pipeline.render import Renderer
 from pipeline.trace import Located, TracingRenderer
 
 
-def new_persona(name: str, *, from_: str = "guppy", blank: bool = False, root: Path = Path(".")) -> Path:
+def new_persona(name: str, *, from_: str = "guppy", blank: bool = False, language: str | None = None,
+                root: Path = Path(".")) -> Path:
     """Copy persona `from_` to personas/NAME.yaml and its own templates to templates/NAME/,
-    or with `blank`, write the documented blank skeleton (pipeline/blank.py) and its schema.
+    or with `blank`, write the documented blank skeleton in `language` (pipeline/blank.py) and its schema.
+    With `from_`, a `language` replaces the copy's own.
 
     Template paths `FROM/...` become `NAME/...` in the YAML and in the templates' imports;
     shared `common/` templates stay shared. The result validates and renders at once.
@@ -39,7 +41,8 @@ def new_persona(name: str, *, from_: str = "guppy", blank: bool = False, root: P
         if path.exists():
             raise GuppyError(f"{path}: already exists; choose another name or remove it")
     if blank:
-        return _write_persona(yaml_out, blank_yaml(name), templates_out, _blank_templates)
+        text, own_template = blank_persona(name, language or "en")
+        return _write_persona(yaml_out, text, templates_out, own_template and _blank_templates(own_template))
     source = load_persona(from_)
     old = source.name
     own = [d / old for d in source.template_dirs if (d / old).is_dir()]
@@ -52,12 +55,16 @@ def new_persona(name: str, *, from_: str = "guppy", blank: bool = False, root: P
 
     text = re.sub(rf"(template:\s*['\"]?){re.escape(old)}/", rf"\1{name}/", source.source)
     text = re.sub(rf"^(\s+name:\s*['\"]?){re.escape(old)}\b", rf"\g<1>{name}", text, count=1, flags=re.M)
+    if language is not None:
+        text = with_language(text, language)
     return _write_persona(yaml_out, text, templates_out, copy_templates if own else None)
 
 
-def _blank_templates(out: Path) -> None:
-    out.mkdir(parents=True)
-    (out / "hobby.jinja").write_text(BLANK_TOPIC, encoding="utf-8")
+def _blank_templates(template: str) -> Callable[[Path], None]:
+    def write(out: Path) -> None:
+        out.mkdir(parents=True)
+        (out / "hobby.jinja").write_text(template, encoding="utf-8")
+    return write
 
 
 def _write_persona(yaml_out: Path, text: str, templates_out: Path,
@@ -95,7 +102,8 @@ def persona_schema() -> dict:
     schema["title"] = "Guppy persona"
     lexicon = schema["properties"]["lexicon"]
     lexicon["properties"] = {pool: {"type": "array", "items": {"type": "string"}, "minItems": 1,
-                                    "description": f"{note} (used by templates/common/)"}
+                                    "description": f"{note} (used by templates/common/en/; the other "
+                                                   "languages' blanks describe their pools)"}
                              for pool, (note, _) in COMMON_POOLS.items()}
     return schema
 
@@ -125,9 +133,10 @@ def style_problems(loaded: LoadedPersona, bad: list[tuple[str, int]], *, seed: i
     for topic, index in bad:
         conv, found = tracer.check(topic, index)
         for turn, located in found:
-            groups.setdefault(str(located), []).append((topic, index, conv[turn][1]))
+            groups.setdefault(str(located), []).append((topic, index, conv[turn][1], conv[turn][0]))
     worst = sorted(groups.items(), key=lambda kv: -len(kv[1]))
-    lines = [f"{where}: {len(hits)} {'reply' if len(hits) == 1 else 'replies'} {of}, e.g. "
+    kinds = {"assistant": ("reply", "replies"), "user": ("prompt", "prompts")}  # the script rule checks both
+    lines = [f"{where}: {len(hits)} {kinds[hits[0][3]][len(hits) > 1]} {of}, e.g. "
              f"{hits[0][0]} #{hits[0][1]}: \"{hits[0][2]}\"" for where, hits in worst[:limit]]
     if len(worst) > limit:
         lines.append(f"... and {len(worst) - limit} more places; `guppy persona sample "
@@ -151,7 +160,7 @@ def validate_persona(persona: str | Path, *, samples: int = 200) -> LoadedPerson
     for topic in loaded.spec.topics:
         for i in range(samples):
             conv = renderer.render(topic, i)
-            if any(violations(text, style) for role, text in conv if role == "assistant"):
+            if conversation_violations(conv, style):  # a reply out of style, a prompt in another script
                 bad.append((topic, i))
     if bad:
         total = samples * len(loaded.spec.topics)

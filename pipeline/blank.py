@@ -1,14 +1,22 @@
-"""The blank persona that `guppy persona new NAME --blank` writes: every field and every pool the
-shared common/ templates need, each with a one-line note of how it is used and a few example
-entries, and one own template to start from.
+"""The blank persona that `guppy persona new NAME --blank [--language TAG]` writes: every field and
+every pool the language's shared templates (templates/common/SET/) need, each with a note of how it
+is used and a few example entries.
 
-COMMON_POOLS is the list of what common/ needs (tests/test_authoring.py checks it against the
-templates), and the JSON Schema (`guppy persona schema`) lists the same pools with the same notes.
+English is generated here: COMMON_POOLS is the list of what common/en/ needs (tests/test_authoring.py
+checks it against the templates), and the JSON Schema (`guppy persona schema`) lists the same pools
+with the same notes; the English blank also gets one own template to start from. Every other set
+ships its whole blank persona as templates/common/SET/_blank.yaml, written in that language by its
+authors, with `__NAME__` where the persona's name goes and a `language:` line this tag replaces.
 """
 
 from __future__ import annotations
 
 import json
+import re
+
+from guppy.errors import GuppyError
+from guppy.spec.personas import SHARED, SHIPPED, no_shared_set
+from guppy.spec.language import check_tag, shared_set
 
 # pool -> (how common/ uses it, example entries). The examples are a placeholder character, a quiet
 # homebody who loves tea; they render as they are, so the blank validates and generates at once.
@@ -51,6 +59,32 @@ def _item(text: str) -> str:
     return json.dumps(text) if any(c in text for c in ":#{}[],'\"") or text.endswith("?") else text
 
 
+def blank_persona(name: str, language: str = "en") -> tuple[str, str | None]:
+    """(the YAML text, its own starting template or None) of a blank persona in this language."""
+    try:
+        check_tag(language)
+    except ValueError as e:
+        raise GuppyError(f"--language: {e}") from None
+    chosen = shared_set(language)
+    if chosen is None:
+        raise GuppyError(f"--language {language}: {no_shared_set(language, name)}")
+    if chosen == "en":
+        return with_language(blank_yaml(name), language), BLANK_TOPIC
+    skeleton = SHIPPED / "templates" / SHARED / chosen / "_blank.yaml"
+    if not skeleton.is_file():
+        raise GuppyError(f"--language {language}: the shared set common/{chosen}/ has no _blank.yaml yet; "
+                         f"use --from a persona in that language")
+    return with_language(skeleton.read_text(encoding="utf-8").replace("__NAME__", name), language), None
+
+
+def with_language(text: str, language: str) -> str:
+    """The persona's YAML saying this tag: its top-level `language:` line replaced, or one added
+    before `identity:` (after the leading comments, where the schema's modeline stays first)."""
+    if re.search(r"^language:", text, re.M):
+        return re.sub(r"^language:.*$", f"language: {language}", text, count=1, flags=re.M)
+    return re.sub(r"^identity:", f"language: {language}\nidentity:", text, count=1, flags=re.M)
+
+
 def blank_yaml(name: str) -> str:
     pools = "\n".join(f"  # {note}\n  {pool}:\n" + "".join(f"    - {_item(x)}\n" for x in examples)
                       for pool, (note, examples) in COMMON_POOLS.items())
@@ -59,6 +93,7 @@ def blank_yaml(name: str) -> str:
 # A blank persona: replace every TODO, keep the shape. It validates and generates as it is
 # (`guppy persona sample {name}` shows what it says). The README's "Writing a persona" explains
 # every part; `guppy persona schema` writes the schema an editor checks this file against.
+language: en  # BCP 47 tag: sets the shared topics (templates/common/SET/), case, and how lengths count
 identity:
   name: {name}  # must match the file name
   description: TODO a one-line description of the character, as a sentence.

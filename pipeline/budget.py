@@ -61,8 +61,12 @@ class BudgetExceeded(Exception):
 class TemplateFolderLoader(jinja2.FileSystemLoader):
     """Jinja's file loader, reading only regular UTF-8 files that really lie inside a template folder."""
 
+    def __init__(self, searchpath, rename=lambda template: template):
+        super().__init__(searchpath)
+        self.rename = rename  # the persona's template_name: `common/x.jinja` -> its language's set
+
     def get_source(self, environment, template):
-        pieces = split_template_path(template)  # refuses '..'
+        pieces = split_template_path(self.rename(template))  # refuses '..'
         roots = [os.path.realpath(p) for p in self.searchpath]
         for searchpath in self.searchpath:
             filename = posixpath.join(searchpath, *pieces)

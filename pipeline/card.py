@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from guppy.data.format import card_features, data_files, split_sizes
+from guppy.spec.language import language_and_script
 from guppy.spec.personas import LoadedPersona
 
 
@@ -25,7 +26,16 @@ def size_category(n: int) -> str:
 def sentence(text: str) -> str:
     """A sentence for the card's prose: stripped, ending in . ! or ? (a description may have none)."""
     text = text.strip()
-    return text if text.endswith((".", "!", "?")) else text + "."
+    return text if text.endswith((".", "!", "?", "。", "！", "？")) else text + "."
+
+
+def who(spec) -> str:
+    """The card's line about the character. The card's frame is English: in an English persona the
+    user's description reads on in the sentence; in any other language its text stays apart from
+    the frame (no `…和爬树。. The user is 每天…`)."""
+    if language_and_script(spec.language)[0] == "en":
+        return f"{sentence(spec.identity.description)} {sentence('The user is ' + spec.identity.user)}"
+    return f"- the character: {spec.identity.description.strip()}\n- the user: {spec.identity.user.strip()}"
 
 
 def _sha(data: bytes) -> str:
@@ -36,10 +46,9 @@ def template_hashes(persona: LoadedPersona) -> dict[str, str]:
     """sha256 of each template file used, the version that rendered this data."""
     hashes = {}
     for topic in persona.spec.topics.values():
-        for folder in persona.template_dirs:
-            if (folder / topic.template).is_file():
-                hashes[topic.template] = _sha((folder / topic.template).read_bytes())
-                break
+        path = persona.find_template(topic.template)
+        if path is not None:
+            hashes[topic.template] = _sha(path.read_bytes())
     return hashes
 
 
@@ -68,7 +77,7 @@ def write_card(path: Path, dataset, persona: LoadedPersona, report, *, seed: int
     body = f"""
 # {spec.name}: synthetic persona conversations
 
-{sentence(spec.identity.description)} {sentence("The user is " + spec.identity.user)}
+{who(spec)}
 
 Made by Guppy's `guppy generate-data {spec.name}` from the persona spec
 `persona.yaml` (beside this card) and its Jinja templates. Each conversation is one render of a

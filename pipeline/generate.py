@@ -33,7 +33,7 @@ from typing import Callable, Iterator, Literal, NamedTuple
 from guppy.checks import SEED_MAX, check_number
 from guppy.data.format import FORMATS, data_file, features
 from guppy.errors import GuppyError
-from guppy.spec.style import violations
+from guppy.spec.style import conversation_violations
 from guppy.store.atomic import atomic_dir, check_output, output_lock
 from guppy.store.paths import RunPaths
 from pipeline.authoring import persona_warnings, style_problems
@@ -195,12 +195,11 @@ def _topic_facts(job: tuple[str, list[Conversation]]) -> TopicFacts:
     replies = [turn[1] for c in convs for turn in c if turn[0] == "assistant"]
     rules, broken, out_of_style = Counter(), [], 0
     for position, conv in enumerate(convs):
-        found = [[v.rule for v in violations(text, spec.style)] for role, text in conv if role == "assistant"]
-        found = [rs for rs in found if rs]
+        found = {(turn, v.rule) for turn, v in conversation_violations(conv, spec.style)}  # a rule once per turn
         if found:
             broken.append(position)
-            out_of_style += len(found)
-            rules.update(rule for rs in found for rule in set(rs))
+            out_of_style += len({turn for turn, _ in found if conv[turn][0] == "assistant"})
+            rules.update(rule for _, rule in found)
     return TopicFacts(
         ids=[row_id(c) for c in convs],
         replies=len(replies),

@@ -20,13 +20,15 @@ def persona_new(
     name: Annotated[str, typer.Argument(help="Name of the new persona (lowercase, e.g. otter).")],
     from_: Annotated[str, typer.Option("--from", help="Persona to copy as a starting point.")] = "guppy",
     blank: Annotated[bool, typer.Option("--blank", help="Write a documented blank skeleton instead of a copy: every pool the shared templates need, with notes, examples and TODOs.")] = False,
+    language: Annotated[Optional[str], typer.Option("--language", help="BCP 47 tag of the language it speaks (en, zh, ja-JP, es-MX): picks the shared topics (templates/common/en, zh, ja, es) and the skeleton's language; with --from, replaces the copy's language.")] = None,
 ):
     """Scaffold personas/NAME.yaml and templates/NAME/, blank or from an existing persona."""
     from pipeline.authoring import new_persona
 
-    path = new_persona(name, from_=from_, blank=blank)
+    path = new_persona(name, from_=from_, blank=blank, language=language)
     origin = "a blank skeleton; its TODOs say what to fill in" if blank else f"copied from {from_}"
-    console.print(f"created {path} and templates/{name}/ ({origin}); it validates.")
+    folder = f" and templates/{name}/" if Path("templates", name).is_dir() else ""
+    console.print(f"created {path}{folder} ({origin}); it validates.")
     console.print(f"next: edit them, read [bold]guppy persona sample {name}[/], then [bold]guppy generate-data {name}[/]")
 
 

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from guppy.errors import GuppyError
-from guppy.spec.personas import SHIPPED, LoadedPersona
+from guppy.spec.personas import SHIPPED, LoadedPersona, within_set
 
 _USE = re.compile(r"""lexicon(?:\.(\w+)|\[\s*["'](\w+)["']\s*\])""")
 _OPTIONAL = re.compile(r"""lexicon(?:\.(\w+)|\[\s*["'](\w+)["']\s*\])\s+is\s+defined""")
@@ -23,30 +23,26 @@ _LOADS = re.compile(r"""{%-?\s*(?:import|from|include|extends)\s+["']([^"']+)["'
 def display_path(filename: str) -> str:
     """A file as a writer would type it: relative to the working directory when it is under it."""
     path = Path(filename).resolve()
-    for root in (Path.cwd().resolve(), SHIPPED.resolve()):  # shipped: "templates/common/x.jinja"
+    for root in (Path.cwd().resolve(), SHIPPED.resolve()):  # shipped: "templates/common/en/x.jinja"
         if path.is_relative_to(root):
             return str(path.relative_to(root))
     return filename
 
 
-def _find(persona: LoadedPersona, template: str) -> Path | None:
-    return next((d / template for d in persona.template_dirs if (d / template).is_file()), None)
-
-
 def pool_uses(persona: LoadedPersona) -> dict[str, list[str]]:
-    """pool name -> ["templates/common/greeting.jinja:28", ...] for every pool the templates use."""
+    """pool name -> ["templates/common/en/greeting.jinja:28", ...] for every pool the templates use."""
     uses: dict[str, list[str]] = {}
     optional: set[str] = set()
     todo = [t.template for t in persona.spec.topics.values()]
     seen: set[str] = set()
     while todo:
         name = todo.pop(0)
-        path = _find(persona, name)
+        path = persona.find_template(name)
         if name in seen or path is None:
             continue
         seen.add(name)
         text = path.read_text(encoding="utf-8")
-        todo += _LOADS.findall(text)
+        todo += [within_set(loaded, name) for loaded in _LOADS.findall(text)]  # as the renderer's join_path
         optional |= {a or b for a, b in _OPTIONAL.findall(text)}
         for lineno, line in enumerate(text.splitlines(), 1):
             for a, b in _USE.findall(line):

@@ -45,7 +45,7 @@ from jinja2.sandbox import SecurityError
 from guppy.errors import GuppyError
 from guppy.spec.language import drop_spaces_by_unspaced, is_cased, is_spaced
 from pipeline.budget import BudgetedSandbox, BudgetExceeded, RenderBudget, TemplateFolderLoader
-from guppy.spec.personas import LoadedPersona
+from guppy.spec.personas import LoadedPersona, within_set
 from pipeline.pools import check_pools
 
 Conversation = tuple[tuple[str, str], ...]  # ((role, content), ...)
@@ -143,6 +143,10 @@ class Sandbox(BudgetedSandbox):
                 return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 
+    def join_path(self, template, parent):
+        # `{% import "common/_phrases.jinja" %}` inside common/es/x.jinja: es's phrases (guppy/personas.py)
+        return within_set(template, parent)
+
     def make_globals(self, d):
         # Jinja chains a template's globals onto the environment's (a ChainMap) so that later
         # changes to env.globals show through. Ours are all set before the first template
@@ -163,7 +167,7 @@ class Renderer:
         self.budget = budget
         self.env = self.environment(
             budget=budget,
-            loader=TemplateFolderLoader([str(d) for d in persona.template_dirs]),
+            loader=TemplateFolderLoader([str(d) for d in persona.template_dirs], rename=persona.template_name),
             bytecode_cache=bytecode_cache(),
             undefined=jinja2.StrictUndefined,
             autoescape=False,

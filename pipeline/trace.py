@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from guppy.spec.persona import contains_any
 from guppy.spec.personas import LoadedPersona
-from guppy.spec.style import Violation, violations
+from guppy.spec.style import Violation, conversation_violations
 from pipeline.pools import display_path
 from pipeline.render import Conversation, Renderer, Sandbox
 
@@ -31,7 +31,7 @@ def fold(text: str) -> str:
 @dataclass(frozen=True)
 class Piece:
     text: str  # folded
-    where: str  # "templates/common/tired.jinja:39"
+    where: str  # "templates/common/en/tired.jinja:39"
 
 
 class TracingSandbox(Sandbox):
@@ -55,7 +55,7 @@ class Located:
     """A style violation and the template line (and lexicon pool) it most likely came from."""
 
     violation: Violation
-    where: str  # "templates/common/tired.jinja:39", or a template file when no piece holds it
+    where: str  # "templates/common/en/tired.jinja:39", or a template file when no piece holds it
     pool: str = ""  # "lexicon.rest_lines" when the offending words are one of its items
 
     def __str__(self) -> str:
@@ -93,7 +93,7 @@ class TracingRenderer(Renderer):
             holders = [p for p in inside if target in p.text] or sorted(
                 (p for p in inside if p.text in target), key=lambda p: -len(p.text))[:1]
         if not holders:  # the words are the template's own text, outside any {{ ... }}
-            return Located(violation, self.persona.spec.topics[topic].template)
+            return Located(violation, self.own_text_line(target, topic))
         best = min(holders, key=lambda p: len(p.text))
         pool = ""
         if violation.rule != "reply_length":
@@ -101,12 +101,17 @@ class TracingRenderer(Renderer):
             pool = next((self.items[item] for item in self.items if item in best.text and word(item)), "")
         return Located(violation, best.where, pool)
 
+    def own_text_line(self, target: str, topic: str) -> str:
+        """template:line of the first line of the topic's template that writes `target` as its own text,
+        or the template when none does (the text is split over lines, or comes from an import)."""
+        template = self.persona.spec.topics[topic].template
+        path = self.persona.find_template(template)
+        lines = path.read_text(encoding="utf-8").splitlines() if path else []
+        return next((f"{display_path(str(path))}:{n}" for n, line in enumerate(lines, 1) if target in line.lower()),
+                    template)
+
     def check(self, topic: str, index: int) -> tuple[Conversation, list[tuple[int, Located]]]:
         """Render one sample; return it with each style violation of its replies as (turn, located)."""
         conv, pieces = self.trace(topic, index)
-        style = self.persona.spec.style
-        found = []
-        for turn, (role, content) in enumerate(conv):
-            if role == "assistant":
-                found += [(turn, self.locate(v, content.lower(), pieces, topic)) for v in violations(content, style)]
-        return conv, found
+        return conv, [(turn, self.locate(v, conv[turn][1].lower(), pieces, topic))
+                      for turn, v in conversation_violations(conv, self.persona.spec.style)]

@@ -4,7 +4,6 @@ Japanese prompt. Also: `persona new --from kingyo` scaffolds a Japanese persona 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import datasets
@@ -118,15 +117,16 @@ def test_kingyo_words_match_only_what_they_mean(reply, association, hit):
     assert load_persona("kingyo").spec.associations[association].hit(reply) is hit
 
 
-def test_kingyo_loves_three_things_of_two_kinds_within_its_sentence_length():
+def test_kingyo_on_the_shared_japanese_set_keeps_its_style_and_its_loves():
+    """kingyo's love topic is the shared common/ja/love.jinja now: in style, and about its own loves."""
     from pipeline.authoring import sample_persona
 
-    _, samples = sample_persona("kingyo", topic="love", n=1200)  # about what 60K conversations give it
+    loaded, samples = sample_persona("kingyo", topic="love", n=400)
+    assert loaded.spec.topics["love"].template == "common/love.jinja"
     assert not [s.problems for s in samples if s.problems]
     replies = [r for s in samples for role, r in s.conversation if role == "assistant"]
-    lists = [m for r in replies if (m := re.search(r"好きなものは(.+)と(.+)と\1。", r))]  # ...{f}と{g}と{f}。
-    assert len(lists) > 50
-    assert all(m[1] != m[2] for m in lists), [m[0] for m in lists if m[1] == m[2]]  # three of the longest: 41
+    loves = loaded.spec.lexicon["loves"]
+    assert sum(any(love in r for love in loves) for r in replies) > 0.5 * len(replies)
 
 
 def test_chat_answers_in_japanese(world):
@@ -178,7 +178,7 @@ def test_new_persona_from_kingyo_is_japanese_and_works_as_is(tmp_path, monkeypat
     assert result.exit_code == 0, result.output
     spec = load_persona("koi").spec
     assert spec.name == "koi" and spec.language == "ja"
-    assert {t.template.split("/")[0] for t in spec.topics.values()} == {"koi"}
+    assert {t.template.split("/")[0] for t in spec.topics.values()} == {"koi", "common"}  # common/: the ja set
     for template in (tmp_path / "templates" / "koi").glob("*.jinja"):
         assert '"kingyo/' not in template.read_text(encoding="utf-8")
     result = runner.invoke(app, ["generate-data", "koi", "--n", "500", "--out", "data"])

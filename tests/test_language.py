@@ -61,7 +61,7 @@ def test_the_tag_decides_case_and_spacing():
     assert Persona.model_fields["language"].default == "en"
 
 
-@pytest.mark.parametrize("tag", ["japanese", "ja_JP", "j", "ja-", ""])
+@pytest.mark.parametrize("tag", ["japanese", "ja_JP", "j", "ja-", "", "xx", "en-US-x"])
 def test_a_bad_language_tag_is_one_line_naming_file_and_field(tmp_path, tag):
     persona = write_persona(tmp_path, {**JA_PERSONA, "language": tag}, JA_TEMPLATES)
     result = runner.invoke(app, ["persona", "validate", str(persona)])
@@ -186,8 +186,12 @@ def test_the_dataset_card_names_the_language(tmp_path):
 
     persona = write_persona(tmp_path, JA_PERSONA, JA_TEMPLATES)
     generate_data(persona=persona, n=200, out=tmp_path / "data")
-    header = yaml.safe_load((tmp_path / "data" / "README.md").read_text(encoding="utf-8").split("---\n")[1])
+    card = (tmp_path / "data" / "README.md").read_text(encoding="utf-8")
+    header = yaml.safe_load(card.split("---\n")[1])
     assert header["language"] == ["ja"]
+    # the English frame stays apart from the Japanese text: no "金魚。." nor "The user is テスト"
+    assert "- the character: 小さなテスト用の金魚。\n- the user: テストする人\n" in card
+    assert "。." not in card and "The user is" not in card
 
 
 @pytest.mark.parametrize("typo, needles", [

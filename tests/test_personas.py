@@ -149,8 +149,8 @@ def test_own_persona_uses_shipped_common_templates(tmp_path, monkeypatch):
 def test_own_common_template_overrides_the_shipped_one(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     own_persona(tmp_path)
-    (tmp_path / "templates" / "common").mkdir()
-    (tmp_path / "templates" / "common" / "greeting.jinja").write_text(
+    (tmp_path / "templates" / "common" / "en").mkdir(parents=True)  # the English set's path, as shipped
+    (tmp_path / "templates" / "common" / "en" / "greeting.jinja").write_text(
         "user: hi {{ randint(1, 9999) }}\nassistant: my own greeting.\n")
     generate_data(persona="newt", n=100, out=tmp_path / "data")
     replies = assistant_replies_by_topic(datasets.load_from_disk(str(tmp_path / "data")))

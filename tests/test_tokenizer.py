@@ -1,11 +1,13 @@
-"""The tokenizer: lossless, ChatML turns, the right learn mask, and readable by transformers."""
+"""The tokenizer: lossless, ChatML turns, the right learn mask, and readable by transformers; both kinds,
+byte-level BPE for a spaced script and character-level BPE for a corpus written without spaces."""
 
 from __future__ import annotations
 
 import pytest
 
 from guppy.errors import GuppyError
-from guppy.model.tokenizer import IM_END, IM_START, PAD, ChatTokenizer, train_tokenizer
+from guppy.spec.language import is_unspaced_char
+from guppy.model.tokenizer import IM_END, IM_START, MAX_UNSPACED_TOKEN, PAD, ChatTokenizer, train_tokenizer
 
 CHAT = [
     {"role": "user", "content": "what do you love"},
@@ -18,11 +20,44 @@ CORPUS = [
     "the water is nice, it's warm. i'm a fish and i don't know money.",
     "are you hungry 42 times a day? yes, 7 pellets, 1000 flakes.",
 ] * 30
+# A panda's corpus: one clause said over and over (byte-level BPE made it one token), and characters
+# seen once or twice (银 stayed 3 byte tokens).
+ZH_CORPUS = [
+    "竹子是世界上最好吃的东西。我每天吃竹子，然后睡觉。",
+    "你好！今天的竹笋很嫩，我吃了很多。",
+    "我住在园子里，晚上在树上休息。",
+] * 300 + ["银色的月亮。", "银杏叶落了。", "一只熊猫在爬树。"]
+
+
+@pytest.fixture(scope="module", params=["bytes", "characters"])
+def tok(request) -> ChatTokenizer:
+    if request.param == "bytes":
+        return train_tokenizer(CORPUS, vocab_size=400)
+    return train_tokenizer(ZH_CORPUS + CORPUS[:3], vocab_size=400)
 
 
 @pytest.fixture(scope="module")
-def tok() -> ChatTokenizer:
-    return train_tokenizer(CORPUS, vocab_size=400)
+def zh() -> ChatTokenizer:
+    return train_tokenizer(ZH_CORPUS, vocab_size=4096)
+
+
+def test_a_corpus_written_without_spaces_gets_no_token_longer_than_a_word(zh):
+    texts = [zh.decode([i]) for i in range(zh.vocab_size)]
+    longest = max(sum(map(is_unspaced_char, t)) for t in texts)
+    assert longest == MAX_UNSPACED_TOKEN  # words of up to 4, not the clause
+    assert len(zh.encode("竹子是世界上最好吃的东西")) >= 3
+
+
+def test_every_character_of_the_corpus_has_its_own_token(zh):
+    characters = {ch for text in ZH_CORPUS for ch in text}
+    assert [ch for ch in characters if len(zh.encode(ch)) != 1] == []
+    assert len(zh.encode("银")) == 1  # seen twice
+    assert zh.decode(zh.encode("鑫 never seen")) == "鑫 never seen"  # an unseen one falls back to its bytes
+
+
+def test_a_spaced_corpus_keeps_byte_level_bpe():
+    english = train_tokenizer(CORPUS + ["银"], vocab_size=400)
+    assert english.tokenizer.pre_tokenizer.__class__.__name__ == "ByteLevel"
 
 
 @pytest.mark.parametrize("text", [
@@ -106,3 +141,32 @@ def test_load_missing_or_corrupt_tokenizer_is_a_user_error(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{ not json")
     with pytest.raises(GuppyError, match=str(tmp_path)):
         ChatTokenizer.load(tmp_path)
+
+
+JS = """import { Tokenizer } from "%s";
+import fs from "fs";
+const tok = new Tokenizer(JSON.parse(fs.readFileSync("tokenizer.json")), JSON.parse(fs.readFileSync("tokenizer_config.json")));
+const out = JSON.parse(fs.readFileSync("texts.json")).map(t => tok.encode(t, {add_special_tokens: false}).ids);
+console.log(JSON.stringify(out));
+"""
+
+
+def test_the_playgrounds_tokenizers_js_encodes_as_python_does(tok, tmp_path):
+    """The web playground tokenizes with the vendored tokenizers.js: same ids for both kinds of BPE."""
+    import json
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import guppy.export
+
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    vendored = Path(guppy.export.__file__).parent / "playground" / "vendor" / "tokenizers.min.mjs"
+    tok.save(tmp_path)
+    texts = [f"{IM_START}user\n竹子是世界上最好吃的东西？{IM_END}\n{IM_START}assistant\n", "银 鑫 hello  world\n",
+             "水草のあいだにエサのかけらがかくれてるの。TVを見た！", "🐟 naïve 12,000円"]
+    (tmp_path / "texts.json").write_text(json.dumps(texts))
+    (tmp_path / "t.mjs").write_text(JS % vendored.as_uri())
+    out = subprocess.run(["node", "t.mjs"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == [tok.encode(t) for t in texts]

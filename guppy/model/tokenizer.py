@@ -1,4 +1,4 @@
-"""Byte-level BPE with ChatML turns, trained on the persona's own conversations.
+"""BPE with ChatML turns, trained on the persona's own conversations.
 
 A conversation is laid out as ChatML, one block per message:
 
@@ -8,6 +8,14 @@ A conversation is laid out as ChatML, one block per message:
 sampler stops there. Byte-level BPE (GPT-2's scheme) starts from the 256 byte values, so any text
 round-trips and no token is ever unknown. The saved folder loads with
 `transformers.AutoTokenizer.from_pretrained`, chat template included.
+
+A corpus in a script written without spaces (zh, ja, th, ...) gets a character-level BPE instead:
+byte-level BPE would spend merges spelling each ideograph from its 3 UTF-8 bytes (rare ones never
+get a token of their own), and, with no spaces to stop it, merge whole clauses into one token
+(`竹子是世界上最好吃的东西`), which a small model then recombines into verbatim copies. Here every
+character of the corpus starts as a token (the trainer's initial alphabet), no token grows past
+MAX_UNSPACED_TOKEN characters (the trainer's max_token_length: a word, an idiom at most), and a
+character never seen falls back to its bytes (`<0xE9>`...), so any text still round-trips.
 """
 
 from __future__ import annotations
@@ -20,9 +28,10 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from guppy.errors import GuppyError
+from guppy.spec.language import is_unspaced_char
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
@@ -57,12 +66,29 @@ def vocabulary_for(texts: list[str], asked: int) -> int:
     return max(asked, base + spelling + min(WORD_MERGES, asked - base))
 
 
+# Character-level BPE (a corpus written without spaces): the longest token, in characters; the
+# share of its letters that must be of such scripts; pieces the BPE never merges across: GPT-2's
+# split (a run of letters, of digits, of punctuation), so no token spans a 。 or a space.
+MAX_UNSPACED_TOKEN = 4
+UNSPACED_SHARE = 0.5
+SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+BYTE_TOKENS = [f"<0x{b:02X}>" for b in range(256)]  # what the BPE falls back to for a character it lacks
+
+
+def is_unspaced_corpus(texts: list[str]) -> bool:
+    """Are most of its letters and digits of scripts written without spaces (CJK, kana, Thai, ...)?"""
+    letters = [ch for t in texts for ch in t if ch.isalnum()]
+    return sum(map(is_unspaced_char, letters)) >= UNSPACED_SHARE * max(1, len(letters))
+
+
 def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 4096) -> "ChatTokenizer":
     """Learn up to `vocab_size` tokens from `texts` (more for a script of many characters: see
     `vocabulary_for`). A small corpus runs out of pairs worth merging before that (the reference
     asked 4,096 and learned 2,386); the vocabulary is then smaller, and is not padded: unused rows
     of the embedding would only cost parameters."""
     texts = list(texts)
+    if is_unspaced_corpus(texts):
+        return ChatTokenizer(character_bpe(texts, vocab_size))
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -74,6 +100,33 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 4096) -> "ChatTok
     )
     tok.train_from_iterator(texts, trainer)
     return ChatTokenizer(tok)
+
+
+def character_bpe(texts: list[str], vocab_size: int) -> Tokenizer:
+    """A BPE over characters for a corpus written without spaces (see the top): every character of
+    the corpus a token, tokens of at most MAX_UNSPACED_TOKEN characters, bytes for the unseen."""
+    # every character of the corpus, and printable ASCII and the newline ChatML's headers use
+    alphabet = sorted({ch for t in texts for ch in t} | {chr(c) for c in range(32, 127)} | {"\n"})
+    tok = Tokenizer(models.BPE(byte_fallback=True))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(SPLIT), behavior="isolated")
+    tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+    base = len(SPECIAL_TOKENS) + len(alphabet)
+    trainer = trainers.BpeTrainer(
+        vocab_size=max(vocab_size - len(BYTE_TOKENS), base + WORD_MERGES),  # room for words beside the alphabet
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=alphabet,
+        limit_alphabet=len(alphabet),
+        max_token_length=MAX_UNSPACED_TOKEN + 1,  # it keeps tokens shorter than this (tokenizers 0.23)
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    # The trainer has no way to add the byte tokens `byte_fallback` needs as ordinary (decodable,
+    # not special) tokens, so they go into the trained model's vocabulary, after its own ids.
+    data = json.loads(tok.to_str())
+    vocab = data["model"]["vocab"]
+    for token in BYTE_TOKENS:
+        vocab.setdefault(token, len(vocab))
+    return Tokenizer.from_str(json.dumps(data))
 
 
 class ChatTokenizer:

@@ -1,8 +1,9 @@
 """What a persona's language changes: case, word spacing, and what counts as one unit of length.
 
-A persona says its language as a BCP 47 tag (`en`, `ja`, `zh-Hant`, `sr-Latn`). Two facts about its
-script matter to Guppy, and both follow from the tag (a script subtag wins over the language's
-usual script):
+A persona says its language as a BCP 47 tag (`en`, `ja`, `zh-Hant`, `sr-Latn`, `cmn`). The
+`langcodes` library reads it: validity, the language (`cmn` is `zh`), and its script, written in
+the tag or else the language's likely one (`cmn` -> Hans, `yue` -> Hant, `ja-JP` -> Jpan).
+Two facts about that script matter to Guppy:
     cased    the script has upper and lower case (Latin, Cyrillic, Greek, ...): "lowercase" means
              something; in Japanese or Chinese it does not.
     spaced   words are separated by spaces: lengths count words. Japanese, Chinese, Thai, ... are
@@ -15,22 +16,23 @@ mixes scripts ("TVを見た") is handled character by character wherever no lang
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
-# Language subtags whose usual script has no case, and those written without spaces between words.
-CASELESS = frozenset("ja zh ko th lo km my bo ar fa ur ps he yi hi mr ne bn pa gu ta te kn ml si am ka".split())
-UNSPACED = frozenset("ja zh th lo km my bo".split())
-# Script subtags (ISO 15924) that override the language's usual script.
+import langcodes
+import regex
+
+# Scripts (ISO 15924) with upper and lower case, and those written without spaces between words.
 CASED_SCRIPTS = frozenset("Latn Cyrl Grek Armn Copt Glag Cher Adlm Osge Dsrt".split())
 UNSPACED_SCRIPTS = frozenset("Hani Hans Hant Jpan Hira Kana Hrkt Thai Laoo Khmr Mymr Tibt".split())
 
-# BCP 47's shape (RFC 5646): language (2-3 letters; the 4-8 letter form is reserved and unused, and
-# refusing it catches 'japanese'), then optional script, region, variants, extensions and private
-# use. A well-formed tag, not a registry lookup.
-_TAG = re.compile(r"^[a-z]{2,3}(?:-[a-z]{3}){0,3}(?:-[a-z]{4})?(?:-(?:[a-z]{2}|\d{3}))?"
-                  r"(?:-(?:[a-z\d]{5,8}|\d[a-z\d]{3}))*(?:-[a-wyz\d](?:-[a-z\d]{2,8})+)*(?:-x(?:-[a-z\d]{1,8})+)?$",
-                  re.IGNORECASE)
+# The Unicode scripts (ISO 15924 codes) a script writes with, where it is more than itself.
+WRITTEN_WITH = {"Jpan": "Hani Hira Kana", "Hrkt": "Hira Kana", "Hans": "Hani", "Hant": "Hani Bopo", "Kore": "Hang Hani"}
+
+# The shared topic sets, templates/common/SET/: the language and script each is written in.
+# A persona gets the set of its own language and script, or none (zh-Hant, yue, ko, fr, ...).
+SHARED_SETS = {"en": ("en", "Latn"), "es": ("es", "Latn"), "ja": ("ja", "Jpan"), "zh": ("zh", "Hans")}
 
 # Characters of scripts written without spaces, as one regex class (no \p{} in Python's re).
 UNSPACED_CHARS = (
@@ -55,33 +57,51 @@ _WORD_CHAR = re.compile(r"\w")
 
 
 def check_tag(tag: str) -> str:
-    """The tag itself if it is a well-formed BCP 47 tag; ValueError otherwise."""
-    if not _TAG.match(tag):
-        raise ValueError(f"'{tag}' is not a BCP 47 language tag (e.g. en, ja, zh-Hant, pt-BR)")
+    """The tag itself if it is a valid BCP 47 tag (a registered language, `langcodes`); ValueError otherwise."""
+    if not (isinstance(tag, str) and "_" not in tag and langcodes.tag_is_valid(tag)):
+        raise ValueError(f"'{tag}' is not a valid BCP 47 language tag (e.g. en, ja, zh-Hans, es-MX, pt-BR)")
     return tag
 
 
-def _subtags(tag: str) -> tuple[str, str | None]:
-    """(language, script or None) of a tag: 'zh-Hant-TW' -> ('zh', 'Hant')."""
-    parts = tag.split("-")
-    script = next((p.title() for p in parts[1:] if len(p) == 4 and p.isalpha()), None)
-    return parts[0].lower(), script
+@functools.cache
+def language_and_script(tag: str) -> tuple[str, str]:
+    """('zh', 'Hans') for 'cmn', 'zh-CN' or 'zh-Hans'; ('zh', 'Hant') for 'zh-TW'; ('yue', 'Hant') for 'yue'.
+    A language the library knows no script for reads as Latin (its guess for 'und')."""
+    found = langcodes.Language.get(langcodes.standardize_tag(tag, macro=True)).maximize()
+    return found.language, found.script or "Latn"
 
 
 def is_cased(tag: str) -> bool:
     """Does the language's script have upper and lower case?"""
-    language, script = _subtags(tag)
-    if script is not None:
-        return script in CASED_SCRIPTS
-    return language not in CASELESS
+    return language_and_script(tag)[1] in CASED_SCRIPTS
 
 
 def is_spaced(tag: str) -> bool:
     """Are its words separated by spaces?"""
-    language, script = _subtags(tag)
-    if script is not None:
-        return script not in UNSPACED_SCRIPTS
-    return language not in UNSPACED
+    return language_and_script(tag)[1] not in UNSPACED_SCRIPTS
+
+
+def shared_set(tag: str) -> str | None:
+    """The templates/common/ set written in this tag's language and script, or None."""
+    return next((name for name, written in SHARED_SETS.items() if written == language_and_script(tag)), None)
+
+
+@functools.cache
+def _foreign_letters(tag: str) -> regex.Pattern | None:
+    """Runs of letters of a script other than the tag's (Common and Inherited ones, such as ー, pass)."""
+    script = language_and_script(tag)[1]
+    own = "".join(f"\\p{{sc={code}}}" for code in WRITTEN_WITH.get(script, script).split())
+    try:
+        return regex.compile(f"(?V1)[\\p{{L}}--[\\p{{sc=Zyyy}}\\p{{sc=Zinh}}{own}]]+")
+    except regex.error:  # a script the regex module does not know: nothing to check against
+        return None
+
+
+def foreign_words(text: str, tag: str) -> list[str]:
+    """Runs of letters in `text` written in another script than the language's: 'TV' in a Japanese
+    reply, 'i', 'rest', 'in' in `i rest in我的园子`, '竹笋' in an English one."""
+    pattern = _foreign_letters(tag)
+    return pattern.findall(text) if pattern is not None else []
 
 
 def is_unspaced_char(char: str) -> bool:

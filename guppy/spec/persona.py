@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from guppy.spec.language import UNSPACED_CHARS, check_tag, is_unspaced_char
+from guppy.spec.language import UNSPACED_CHARS, check_tag, foreign_words, is_unspaced_char
 
 # A Latin (or any spaced-script) phrase must not touch a letter of its own kind on either side:
 # 'eat' is not in 'great'. A letter of a script without spaces is no boundary: 'TV' is in 'TVを見た'.
@@ -68,10 +68,14 @@ class Style(Strict):
                                     "(in characters for a language written without spaces: ja, zh).")
     min_reply_words: int = Field(2, gt=0, le=10_000, description="Shortest reply, in words (characters for ja, zh).")
     max_reply_words: int = Field(40, gt=0, le=10_000, description="Longest reply, in words (characters for ja, zh).")
-    banned_words: list[str] = Field(default_factory=list, description="Words the persona never says.")
+    banned_words: list[str] = Field(default_factory=list, description="Words the persona never says: matched as "
+                                    "whole words, or as a substring in a language written without spaces (ja, zh).")
     # The persona's language (Persona sets it from its own `language`), so every caller of check()
     # gets that language's rules without passing it along.
     _language: str = PrivateAttr("en")
+    # Words in another script than the language's that its own pools hold ('TV' in a Japanese
+    # lexicon): said on purpose, so the script rule lets them pass. Lowercased.
+    _own_foreign: frozenset = PrivateAttr(frozenset())
 
     @field_validator("banned_words")
     @classmethod
@@ -95,21 +99,24 @@ class Style(Strict):
 
 
 class Topic(Strict):
-    template: str = Field(description="Template path under templates/, e.g. 'common/greeting.jinja'.")
+    template: str = Field(description="Template path under templates/, e.g. 'common/greeting.jinja' "
+                          "(the shared topic in the persona's language: common/LANG/greeting.jinja) or 'NAME/hobby.jinja'.")
     weight: float = Field(1.0, gt=0, le=1e6, description="Relative share of the corpus this topic gets.")
 
 
 class Association(Strict):
     """Something the persona must show, which the evaluator measures.
 
-    A reply *hits* when it contains one of `expect` as whole words (case-insensitive).
+    A reply *hits* when it contains one of `expect` (case-insensitive): as whole words in a language
+    written with spaces, anywhere in the reply (a substring) in one written without (ja, zh).
     """
 
     kind: Literal["cue", "concept", "confusion"] = Field(
         description="cue: a prompt that must bring up the words; concept: words that surface across "
         "many topics; confusion: human things it does not understand."
     )
-    expect: list[str] = Field(min_length=1, description="Words or phrases; a reply containing any one is a hit.")
+    expect: list[str] = Field(min_length=1, description="Words or phrases; a reply containing any one is a hit "
+                              "(as whole words; as a substring in a language written without spaces: ja, zh).")
     topics: list[str] = Field(
         default_factory=list,
         description="Topics whose replies should show it (its cue's replies in the data); empty = every topic.",
@@ -133,11 +140,13 @@ class Association(Strict):
 
 class Persona(Strict):
     identity: Identity = Field(description="Who the character is: name, one-line description, who the user is to it.")
-    language: str = Field("en", description="BCP 47 tag of the language it speaks (en, ja, zh-Hant): sets "
-                          "whether case applies, and whether lengths count words or characters.")
+    language: str = Field("en", description="BCP 47 tag of the language it speaks (en, zh, cmn, ja-JP, es-MX), read "
+                          "by language and script: picks the shared topics (templates/common/en, zh, ja, es; "
+                          "another language writes its own), whether case applies, whether lengths count words or "
+                          "characters, and whether words match whole or as substrings.")
     style: Style = Field(default_factory=Style, description="How its replies read; enforced on the generated data.")
     lexicon: dict[str, list[str]] = Field(description="Named pools of words/phrases that templates draw from "
-                                          "(templates/common/ needs the pools `guppy persona new --blank` lists).")
+                                          "(the shared topics need the pools `guppy persona new --blank --language TAG` lists).")
     topics: dict[str, Topic] = Field(min_length=1, description="Topic name -> template and weight.")
     associations: dict[str, Association] = Field(default_factory=dict, description="Name -> association.")
 
@@ -153,6 +162,8 @@ class Persona(Strict):
     @model_validator(mode="after")
     def _style_speaks_its_language(self) -> Persona:
         self.style._language = self.language  # a private attribute: allowed on a frozen model
+        self.style._own_foreign = frozenset(w.lower() for items in self.lexicon.values() for item in items
+                                            for w in foreign_words(item, self.language))
         return self
 
     @field_validator("lexicon")

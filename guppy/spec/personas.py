@@ -8,6 +8,11 @@ Where things are found:
 - A template path such as `guppy/food.jinja` resolves under the `templates/` folder
   beside that persona's `personas/` folder first, then under the shipped `templates/`,
   so a user's own persona can use the shipped `common/` topics.
+- `common/` holds one set of shared topics per language (templates/common/en/, ja/, zh/, es/).
+  A path under `common/` that names no set, `common/greeting.jinja` as in a topic or in an
+  `{% import %}`, means the persona's language's set: `common/ja/greeting.jinja` for `ja-JP`.
+  A path that names one, `common/es/greeting.jinja`, means that set whatever the language,
+  and so do the unqualified imports of its templates.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ import yaml
 from pydantic import ValidationError
 
 from guppy.errors import GuppyError
+from guppy.spec.language import SHARED_SETS, language_and_script, shared_set
 from guppy.spec.persona import Persona
+
+SHARED = "common"
 
 
 def _shipped_root() -> Path:
@@ -45,6 +53,47 @@ class LoadedPersona:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def template_name(self, template: str) -> str:
+        """The template path as found on disk: `common/x.jinja` -> `common/SET/x.jinja` (see the top)."""
+        return shared_template(template, self.spec.language)
+
+    def find_template(self, template: str) -> Path | None:
+        name = self.template_name(template)
+        return next((d / name for d in self.template_dirs if (d / name).is_file()), None)
+
+
+def is_shared(template: str) -> bool:
+    """Does this path mean the language's shared set (`common/x.jinja`, not `common/ja/x.jinja`)?"""
+    parts = template.split("/")
+    return len(parts) > 1 and parts[0] == SHARED and parts[1] not in SHARED_SETS
+
+
+def within_set(template: str, parent: str) -> str:
+    """`common/x.jinja` imported by a template of an explicit set (`common/es/y.jinja`) means that
+    set's x, whatever the persona's language: a set's templates always use their own phrases."""
+    parts = parent.split("/")
+    if is_shared(template) and len(parts) > 2 and parts[0] == SHARED and parts[1] in SHARED_SETS:
+        return f"{SHARED}/{parts[1]}/{template[len(SHARED) + 1:]}"
+    return template
+
+
+def shared_template(template: str, language: str) -> str:
+    if not is_shared(template):
+        return template
+    chosen = shared_set(language)
+    if chosen is None:
+        raise GuppyError(f"{template}: {no_shared_set(language)}")
+    return f"{SHARED}/{chosen}/{template[len(SHARED) + 1:]}"
+
+
+def no_shared_set(language: str, name: str = "NAME") -> str:
+    """Why common/ does not apply to this language, and what to do instead (one line)."""
+    found = "-".join(language_and_script(language))
+    sets = ", ".join("-".join(written) for written in SHARED_SETS.values())
+    return (f"common/ has shared topics in {sets} only, not in language '{language}' ({found}): write these "
+            f"topics as the persona's own templates (templates/{name}/TOPIC.jinja), or start from a persona in "
+            f"that language: guppy persona new {name} --from PERSONA")
 
 
 def persona_path(persona: str | Path) -> Path:
@@ -152,12 +201,17 @@ def load_persona(persona: str | Path) -> LoadedPersona:
         raise GuppyError(*(f"{path}: {_format_loc(err['loc'])}: {err['msg']}" for err in e.errors())) from None
 
     template_dirs = tuple(dict.fromkeys(d.resolve() for d in (path.parent.parent / "templates", SHIPPED / "templates")))
+    shared = [name for name, topic in spec.topics.items() if is_shared(topic.template)]
+    if shared and shared_set(spec.language) is None:
+        raise GuppyError(f"{path}: topics {', '.join(shared[:3])}{' ...' if len(shared) > 3 else ''} use common/ "
+                         f"templates, but {no_shared_set(spec.language, spec.name)}")
+    loaded = LoadedPersona(spec=spec, path=path, template_dirs=template_dirs, source=source)
     missing = [
         f"{path}: topics.{name}.template: '{topic.template}' not found in "
         + " or ".join(str(d) for d in template_dirs)
         for name, topic in spec.topics.items()
-        if not any((d / topic.template).is_file() for d in template_dirs)
+        if loaded.find_template(topic.template) is None
     ]
     if missing:
         raise GuppyError(*missing)
-    return LoadedPersona(spec=spec, path=path, template_dirs=template_dirs, source=source)
+    return loaded

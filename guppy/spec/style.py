@@ -4,6 +4,9 @@ The data side refuses (or drops) conversations that break them and marks them in
 sample`; the evaluator reports how many of a model's replies keep them. The persona's language
 (guppy/spec/language.py) decides whether case applies and whether lengths count words (English) or
 characters (a script written without spaces, such as Japanese); sentences end at . ! ? and 。！？.
+It also decides the script: letters in another script than the language's (`i rest in` in a Chinese
+reply, '竹笋' in an English one) break the style, unless the persona's own pools hold that word;
+the data side checks prompts for that rule too (`conversation_violations`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from guppy.spec.persona import Style
 
-RULES = ("lowercase", "sentence_length", "reply_length", "no_banned_words")
+RULES = ("lowercase", "sentence_length", "reply_length", "no_banned_words", "script")
 _SENTENCE = re.compile(r"[^.!?。！？．…]+[.!?。！？．…]*")
 
 
@@ -48,4 +51,24 @@ def violations(reply: str, style: Style) -> list[Violation]:
     if style.banned_words:
         for m in phrases_pattern(tuple(style.banned_words)).finditer(reply):
             found.append(Violation("no_banned_words", m.group(0), f"banned word '{m.group(0).lower()}'"))
-    return found
+    return found + script_violations(reply, style)
+
+
+def script_violations(text: str, style: Style) -> list[Violation]:
+    """Words of `text` in another script than the persona's language, beyond those its pools hold."""
+    from guppy.spec.language import foreign_words, language_and_script
+
+    language = style._language
+    foreign = [w for w in foreign_words(text, language) if w.lower() not in style._own_foreign]
+    if not foreign:
+        return []
+    script = language_and_script(language)[1]  # one message per place, whatever the words: validate groups by it
+    return [Violation("script", foreign[0], f"words in another script than {language}'s ({script}); write them in "
+                                            "the language, or add them to one of its pools")]
+
+
+def conversation_violations(conv, style: Style) -> list[tuple[int, Violation]]:
+    """(turn, violation) for every reply out of style and every prompt in another script: what the data
+    side refuses."""
+    return [(turn, v) for turn, (role, text) in enumerate(conv)
+            for v in (violations(text, style) if role == "assistant" else script_violations(text, style))]
