@@ -212,6 +212,11 @@ def export_gguf(*, persona: str, run: Path | None = None, out: Path | None = Non
     out = Path(out) if out is not None else paths.gguf
     check_output(out, "gguf", overwrite=overwrite)
     model, tokenizer, _ = load_model(paths.root)
+    if type(tokenizer.tokenizer.pre_tokenizer).__name__ != "ByteLevel":
+        # llama.cpp's gpt2 tokenizer is byte-level BPE; a corpus written without spaces gets a character-level
+        # BPE with byte fallback (guppy/model/tokenizer.py), which it would tokenize differently.
+        raise GuppyError(f"{paths.root}: its tokenizer is character-level (a language written without spaces); "
+                         "--gguf writes byte-level BPE only for now; use --onnx or --web for this model")
     spec = run_persona(persona, paths)
     chats, source = check.held_out_chats(paths)
     rows, prompts = check.chat_ids(tokenizer, chats, model.config.context), check.check_prompts(model, tokenizer, chats)
