@@ -31,7 +31,7 @@ FISH = {**MINI_PERSONA, "associations": {"food": {
     "probes": ["what do you dream of eating"]}}}
 # Its moods asked many ways, so the test split holds mood prompts: the controls of food's lift are then
 # questions the fish was taught to answer without food, not made-up ones whose answer no data decides.
-FISH_MOOD = """user: {{ pick("ok|so|hey|well|hmm|") }} {{ pick("how are you|how do you feel|are you ok|how is the water|how was your day|what is up") }} {{ pick("today|now|this morning|tonight|fish|little one|") }}
+FISH_MOOD = """user: {{ pick("how are you|how do you feel|are you ok|how is the water|how was your day|what is up") }} {{ pick("today|now|this morning|tonight|fish|little one|") }}
 assistant: i feel {{ pick(lexicon.moods) }}. {{ pick("the water is nice.|i swam a lot.|i saw a bubble.") }} {{ randint(1, 90) }}.
 """
 CAT = {
@@ -214,7 +214,8 @@ def test_another_personas_model_scores_low_and_any_model_meets_any_persona(world
         **FISH["associations"]["food"], "expect": ["ごはんをたべたいなあおなかすいたよほんとうに", "flakes"]}}}
     path = write_persona(tmp_path, long_word, {"mini/food.jinja": FOOD, "mini/mood.jinja": FISH_MOOD})
     result = runner.invoke(app, ["eval", str(path), "--run", str(tmp_path / "run"), "--data", "runs/mini/data"])
-    assert "Traceback" not in result.output
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()  # a run that is not there gets no folder from eval
     shutil.copytree(world / "runs/mini", tmp_path / "run", ignore=shutil.ignore_patterns("eval"))
     result = runner.invoke(app, ["eval", str(path), "--run", str(tmp_path / "run"), "--data", "runs/mini/data"])
     assert result.exit_code == 0, result.output

@@ -88,9 +88,9 @@ def evaluate(*, persona: str, run: Path | None = None, samples: int = EVAL_SAMPL
     check_persona(loaded.spec, loaded.path)
     paths = RunPaths.for_persona(loaded.spec.name, run)
     check_output(paths.eval, "eval")  # before minutes of work: may the old report be replaced?
+    model, tokenizer, _ = load_model(paths.root)  # before the lock: a run that is not there gets no folder
+    eval_data = load_eval_data(paths, loaded.spec.name, data)
     with output_lock(paths.eval):  # a second eval of the same run is refused, not interleaved
-        model, tokenizer, _ = load_model(paths.root)
-        eval_data = load_eval_data(paths, loaded.spec.name, data)
         reports = [report_json(loaded.spec, measure(model, tokenizer, loaded.spec, eval_data, samples=samples,
                                                     seed=seed), run=paths.root, seed=seed, samples=samples)
                    for seed in seeds]
