@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from cli import app
 from guppy.errors import GuppyError
-from guppy.spec.persona import Style, phrases_pattern
+from guppy.spec.language import phrases_pattern
+from guppy.spec.persona import Style
 from guppy.spec.style import violations
 from pipeline.authoring import new_persona, persona_schema, sample_persona, validate_persona
 from pipeline.blank import COMMON_POOLS

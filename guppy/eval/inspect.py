@@ -30,9 +30,10 @@ import numpy as np
 import torch
 
 from guppy.errors import GuppyError
-from guppy.model.checkpoint import load_model, persona_name, persona_run
+from guppy.model.checkpoint import load_model
 from guppy.model.sampler import generate
-from guppy.spec.persona import phrases_pattern
+from guppy.spec.language import phrases_pattern
+from guppy.spec.personas import persona_name, persona_run, run_persona
 from guppy.store.atomic import atomic_dir
 
 TOP = 5
@@ -116,8 +117,6 @@ def top_tokens(t: Trace, tokenizer) -> list[dict]:
 
 def persona_words(persona: str, paths) -> list[str]:
     """The words the persona's cue and concept associations expect, from the spec it was trained on."""
-    from guppy.export.hf import run_persona
-
     spec = run_persona(persona, paths)
     if spec is None:
         return []

@@ -24,7 +24,8 @@ from safetensors.torch import save_file
 from guppy.data.format import data_file, data_files, split_sizes
 from guppy.errors import GuppyError
 from guppy.eval.report import hit_rate_table, markdown_table
-from guppy.model.checkpoint import load_model, persona_name, persona_run
+from guppy.model.checkpoint import load_model
+from guppy.spec.personas import persona_name, persona_run, run_persona
 from guppy.store.atomic import atomic_dirs, check_output
 from guppy.store.paths import RunPaths
 
@@ -103,7 +104,7 @@ def read_report(path: Path) -> dict:
 
 def model_card(name: str, model, meta: dict, paths: RunPaths) -> str:
     c = model.config
-    persona_yaml = trained_on(paths) / "persona.yaml"  # generate-data keeps the spec beside the data
+    persona_yaml = paths.trained_on() / "persona.yaml"  # generate-data keeps the spec beside the data
     description, language = spec_identity(persona_yaml) if persona_yaml.is_file() else ("", "en")
     header = {"license": "mit", "language": [language], "library_name": "transformers",
               "pipeline_tag": "text-generation", "tags": list(dict.fromkeys(["guppy", "persona", name, "gpt2"]))}
@@ -190,7 +191,7 @@ def export(*, persona: str, run: Path | None = None, out: Path | None = None, da
     for target, kind in targets:
         check_output(target, kind, overwrite=overwrite)
     model, tokenizer, meta = load_model(paths.root)
-    data = load_generated(trained_on(paths)) if dataset else None  # before anything is written
+    data = load_generated(paths.trained_on()) if dataset else None  # before anything is written
     card = model_card(name, model, meta, paths)
 
     with atomic_dirs(targets, overwrite=overwrite) as tmps:
@@ -202,30 +203,6 @@ def export(*, persona: str, run: Path | None = None, out: Path | None = None, da
         if data is not None:
             write_dataset(*data, tmps[1])
     return [target for target, _ in targets]
-
-
-def trained_on(paths: RunPaths) -> Path:
-    """The dataset the run was trained on (train_config.json records it), else the run's data folder."""
-    return paths.trained_on()
-
-
-def run_persona(persona: str, paths: RunPaths):
-    """The persona spec a run was trained on (generate-data keeps it beside the data), else the one
-    `persona` names now, else None (a model trained on someone else's data)."""
-    from pydantic import ValidationError
-
-    from guppy.spec.persona import Persona
-
-    try:
-        return Persona.model_validate(yaml.safe_load((trained_on(paths) / "persona.yaml").read_text()))
-    except (OSError, yaml.YAMLError, ValidationError):
-        pass
-    try:
-        from guppy.spec.personas import load_persona
-
-        return load_persona(persona).spec
-    except GuppyError:
-        return None
 
 
 def load_generated(data: Path):

@@ -180,7 +180,8 @@ def verify(folder: Path, model, tokenizer, prompts: list[str] = CHECK_PROMPTS) -
 
 def export_onnx(*, persona: str, run: Path | None = None, out: Path | None = None, overwrite: bool = False) -> dict:
     """Write runs/PERSONA/onnx (fp32 + int8), check it with onnxruntime; return guppy.json's contents."""
-    from guppy.model.checkpoint import load_model, persona_name, persona_run
+    from guppy.model.checkpoint import load_model
+    from guppy.spec.personas import persona_name, persona_run
     from guppy.store.atomic import atomic_dir
 
     name = persona_name(persona)

@@ -12,7 +12,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from guppy.errors import GuppyError
-from guppy.model.checkpoint import persona_name, persona_run
+from guppy.spec.personas import persona_name, persona_run
 
 
 class Handler(SimpleHTTPRequestHandler):

@@ -20,9 +20,9 @@ import shutil
 from pathlib import Path
 
 from guppy.errors import GuppyError
-from guppy.export.hf import run_persona
 from guppy.export.onnx import FP32, INT8, write_folder
-from guppy.model.checkpoint import load_model, persona_name, persona_run
+from guppy.model.checkpoint import load_model
+from guppy.spec.personas import persona_name, persona_run, run_persona
 from guppy.store.atomic import atomic_dir
 
 WEB = Path(__file__).resolve().parent / "playground"

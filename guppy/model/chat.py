@@ -12,8 +12,9 @@ import torch
 
 from guppy.checks import check_sampling
 from guppy.errors import GuppyError
-from guppy.model.checkpoint import load_model, persona_name, persona_run
+from guppy.model.checkpoint import load_model
 from guppy.model.sampler import complete, generate
+from guppy.spec.personas import persona_name, persona_run
 
 QUIT_WORDS = {"quit", "exit", ":q", "/quit", "/exit"}
 

@@ -33,11 +33,12 @@ import torch
 
 from guppy.config import TrainConfig, resolve_config
 from guppy.store.atomic import atomic_dir, atomic_file, check_output, output_lock
-from guppy.model.checkpoint import (has_resumable, load_resumable, persona_run, restore_resumable, resumable_state,
+from guppy.model.checkpoint import (has_resumable, load_resumable, restore_resumable, resumable_state,
                               rng_tensors, save_checkpoint)
 from guppy.data.reader import Tokenized, epoch_order, flat_messages, load_conversations, pack, pack_whole, tokenize
 from guppy.errors import GuppyError
 from guppy.store.paths import RunPaths
+from guppy.spec.personas import persona_run
 from guppy.store.run_folder import SavedInterrupt, resume_command, training_folder
 from guppy.train.metrics import Metrics, plot_losses, progress_bar
 from guppy.train.processes import Processes
