@@ -20,6 +20,19 @@ from guppy.presets import PRESETS
 MAX_PARAMS = 2_000_000_000  # a config read back from a stranger's checkpoint must not allocate ~8 GB
 
 
+class Generate(BaseModel):
+    """`guppy generate-data`'s defaults, stated once (`guppy run` generates with them too)."""
+    model_config = ConfigDict(frozen=True)
+
+    n: int = 60_000
+    test_size: float = 0.05
+    num_proc: int = 2  # a 2-core laptop; the data is the same for any number
+    format: Literal["arrow", "jsonl", "parquet"] = "arrow"
+
+
+GENERATE = Generate()
+
+
 class Shape(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -79,7 +92,8 @@ class TrainConfig(Shape):
     compile: Literal["auto", "on", "off"] = Field("auto", description=(
         "torch.compile: auto compiles on CUDA for runs of 10,000 steps or more (where it pays back), never on CPU."))
     vocab_size: int = Field(4096, ge=300, le=262_144, description="Tokens the tokenizer may learn (a small corpus yields fewer).")
-    test_size: float = Field(0.05, gt=0, lt=1, description="Held-out share when a dataset file has no test split.")
+    test_size: float = Field(GENERATE.test_size, gt=0, lt=1,
+                             description="Held-out share when a dataset file has no test split.")
 
     @model_validator(mode="before")
     @classmethod
@@ -102,6 +116,32 @@ class TrainConfig(Shape):
 
     def shape(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(vocab_size=vocab_size, **self.model_dump(include=set(Shape.model_fields)))
+
+
+class Sampling(BaseModel):
+    """How a reply is sampled, stated once: `guppy chat`'s defaults, which every command that shows a
+    reply uses (run, runs --prompt, inspect with --temperature > 0, the exported generation_config and
+    playground)."""
+    model_config = ConfigDict(frozen=True)
+
+    temperature: float = 0.8
+    top_k: int | None = None
+    top_p: float | None = 0.95
+    max_new_tokens: int = 64
+
+
+CHAT = Sampling()
+
+
+def preset_defaults(field: str) -> str:
+    """What a field is when not given, per preset where they differ: "whole" or "tiny whole, guppy stream"."""
+    def show(value) -> str:
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    values = {name: show(getattr(TrainConfig(preset=name), field)) for name in PRESETS}
+    if len(set(values.values())) == 1:
+        return next(iter(values.values()))
+    return ", ".join(f"{name} {value}" for name, value in values.items())
 
 
 def resolve_config(preset: str = "tiny", **overrides) -> TrainConfig:

@@ -52,3 +52,36 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the out
 def print_warnings(warnings: list[str]) -> None:
     for line in warnings:
         err_console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+
+
+def train_options(command):
+    """Give `command` one option per TrainConfig field (guppy/config.py), named for the field and with
+    its description as the help, so a new field is one edit there. The command receives them as
+    **config, None where the user gave none (the preset's value, or the field's default, then holds).
+    The help says each default as the presets make it (guppy/config.py: preset_defaults)."""
+    import inspect
+    import types
+    from typing import Literal, Union, get_args, get_origin
+
+    from guppy.config import TrainConfig, preset_defaults
+    from guppy.presets import PRESETS, preset_help
+
+    options = []
+    fields = TrainConfig.model_fields
+    for name in ["preset", *(f for f in fields if f != "preset")]:
+        field, kind = fields[name], fields[name].annotation
+        if get_origin(kind) in (Union, types.UnionType):  # float | None
+            kind = next(a for a in get_args(kind) if a is not type(None))
+        if name == "preset":
+            kind, help = Literal[tuple(PRESETS)], f"{field.description} {preset_help()}. (default: {field.default})"
+        else:  # round brackets: rich would read [...] as markup
+            help = f"{field.description} (default: {preset_defaults(name)})"
+        options.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                         annotation=Annotated[Optional[kind], typer.Option(help=help)]))
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    command.__signature__ = inspect.Signature(own + options)
+    return command
+
+
+def given(config: dict) -> dict:
+    return {k: v for k, v in config.items() if v is not None}

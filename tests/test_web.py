@@ -50,11 +50,20 @@ def test_folder_has_every_file_the_page_loads_and_nothing_remote(web):
     assert f"ONNX Runtime Web v{pins['onnxruntime-web']}" in (web / "vendor" / "ort.wasm.bundle.min.mjs").read_text()[:200]
 
 
-def test_export_into_an_existing_folder_needs_overwrite(mini_run, tmp_path):
+def test_export_into_an_existing_folder_needs_overwrite(mini_run, web):
+    result = runner.invoke(app, ["export", "mini", "--run", str(mini_run), "--web", "--out", str(web)])
+    one_line_error(result, str(web), "--overwrite")
+    assert (web / "guppy.json").exists()
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_a_users_folder_holding_an_index_html_is_never_replaced(mini_run, tmp_path, overwrite):
+    """A folder holding only an index.html is somebody's page, not a web export (issue 23)."""
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "index.html").write_text("mine")
-    result = runner.invoke(app, ["export", "mini", "--run", str(mini_run), "--web", "--out", str(tmp_path / "site")])
-    one_line_error(result, str(tmp_path / "site"), "--overwrite")
+    result = runner.invoke(app, ["export", "mini", "--run", str(mini_run), "--web", "--out", str(tmp_path / "site"),
+                                 *overwrite])
+    one_line_error(result, str(tmp_path / "site"), "not a folder Guppy made")
     assert (tmp_path / "site" / "index.html").read_text() == "mine"
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 from safetensors.torch import save_file
 
+from guppy.config import CHAT
 from guppy.data.format import data_file, data_files, split_sizes
 from guppy.errors import GuppyError
 from guppy.eval.report import hit_rate_table, markdown_table
@@ -76,8 +77,8 @@ def gpt2_config(model, tokenizer) -> dict:
 def generation_config(tokenizer) -> dict:
     """`guppy chat`'s defaults: a reply ends at <|im_end|>, the end of the assistant's turn."""
     return {"bos_token_id": tokenizer.im_start_id, "eos_token_id": tokenizer.im_end_id,
-            "pad_token_id": tokenizer.pad_id, "do_sample": True, "temperature": 0.8, "top_p": 0.95,
-            "max_new_tokens": 64}
+            "pad_token_id": tokenizer.pad_id, "do_sample": True, "temperature": CHAT.temperature,
+            "top_p": CHAT.top_p, "max_new_tokens": CHAT.max_new_tokens}
 
 
 def spec_identity(path: Path) -> tuple[str, str]:

@@ -8,7 +8,14 @@
         metrics.jsonl          one JSON object per logged step / eval
         loss.png               loss curve
         eval/                  report.json, report.md, charts
-        hf/                    `guppy export` output (transformers layout)
+        hf/, hf-dataset/       `guppy export` output (transformers layout; with --dataset, the data beside it)
+        onnx/                  `guppy export --onnx`
+        web/                   `guppy export --web` (what `guppy serve` serves)
+        inspect/               `guppy inspect`
+    runs/compare/              `guppy compare`
+    runs/compare-runs.png      `guppy runs`
+Every command that writes takes its default output from here and checks the path with
+guppy/store/atomic.py's `check_output` before any work.
 """
 
 from __future__ import annotations
@@ -64,6 +71,18 @@ class RunPaths:
     @property
     def hf(self) -> Path:
         return self.root / "hf"
+
+    @property
+    def onnx(self) -> Path:
+        return self.root / "onnx"
+
+    @property
+    def web(self) -> Path:
+        return self.root / "web"
+
+    @property
+    def inspect(self) -> Path:
+        return self.root / "inspect"
 
     def trained_on(self) -> Path:
         """The dataset this run was trained on: train_config.json records it (`guppy train --data`),
