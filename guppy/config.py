@@ -79,14 +79,14 @@ class TrainConfig(Shape):
     lr: float = Field(gt=0, le=10, allow_inf_nan=False, description="Peak learning rate, reached after the warmup.")
     min_lr: float | None = Field(None, ge=0, allow_inf_nan=False,
                                  description="Learning rate at the end of the cosine; lr/10 when neither the preset nor you set it.")
-    warmup_steps: int = Field(ge=0, description="Steps of linear warmup from 0 to lr.")
+    warmup_steps: int = Field(ge=0, le=10_000_000, description="Steps of linear warmup from 0 to lr.")
     weight_decay: float = Field(0.1, ge=0, le=10, allow_inf_nan=False,
                                 description="Decoupled weight decay on matrices and embeddings.")
     beta2: float = Field(0.99, gt=0, lt=1, description="AdamW's beta2 (beta1 is 0.9).")
-    grad_clip: float = Field(1.0, ge=0, allow_inf_nan=False, description="Clip the gradient norm to this; 0 turns clipping off.")
-    eval_every: int = Field(gt=0, description="Steps between held-out evaluations and checkpoints.")
+    grad_clip: float = Field(1.0, ge=0, le=1e6, allow_inf_nan=False, description="Clip the gradient norm to this; 0 turns clipping off.")
+    eval_every: int = Field(gt=0, le=10_000_000, description="Steps between held-out evaluations and checkpoints.")
     eval_batches: int = Field(gt=0, le=10_000, description="Batches of the test split in each held-out evaluation.")
-    log_every: int = Field(gt=0, description="Steps between training-loss logs; must divide eval_every.")
+    log_every: int = Field(gt=0, le=10_000_000, description="Steps between training-loss logs; must divide eval_every.")
     seed: int = Field(0, ge=0, lt=2**63, description="Random seed: the same seed and config give the same loss curve.")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto picks cuda, then mps, then cpu.")
     compile: Literal["auto", "on", "off"] = Field("auto", description=(

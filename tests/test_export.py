@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import transformers
 import yaml
-from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
 from cli import app
@@ -28,6 +26,8 @@ from guppy.model.sampler import generate
 from guppy.store.paths import RunPaths
 from tests.conftest import write_persona
 
+transformers = pytest.importorskip("transformers", reason="needs the hf extra: pip install 'guppy-persona[hf]'")
+AutoModelForCausalLM, AutoTokenizer = transformers.AutoModelForCausalLM, transformers.AutoTokenizer
 runner = CliRunner()
 CHAT = [{"role": "user", "content": "are you hungry now"}]
 
@@ -215,15 +215,3 @@ def fake_report() -> dict:
     """The fields of `guppy eval`'s report.json that the model card shows."""
     return {"persona_score": 0.42, "associations": {"food": {"hit_rate": {"model": 0.4, "floor": 0.05, "ceiling": 0.9}}},
             "bits_per_byte": {"model": 1.234, "floor": 8.0}, "style": {"model": {"all": 0.8}, "ceiling": {"all": 1.0}}}
-
-
-def test_guppy_does_not_import_transformers():
-    """transformers is optional: no guppy module imports it (the export writes plain JSON + safetensors)."""
-    import subprocess
-
-    code = ("import importlib, pkgutil, sys, cli, guppy, pipeline\n"
-            "for pkg in (guppy, pipeline):\n"
-            "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
-            "        importlib.import_module(m.name)\n"
-            "sys.exit('transformers' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1]).returncode == 0

@@ -18,10 +18,10 @@ from guppy.eval.inspect import capture
 from guppy.export.onnx import CHECK_PROMPTS, FP32, INT8, OUTPUTS, empty_past, export_onnx, onnx_greedy, session
 from guppy.model.checkpoint import load_model
 from guppy.model.sampler import generate
-from tests.test_export import one_line_error
+from tests.conftest import one_line_error
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx", reason="needs the onnx extra: pip install 'guppy-persona[onnx]'")
+pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install 'guppy-persona[onnx]'")
 runner = CliRunner()
 
 

@@ -140,6 +140,28 @@ def test_the_core_and_the_help_import_no_torch():
     assert "guppy.store.atomic" in modules and "guppy.spec.persona" in modules and "guppy.config" in modules
 
 
+def test_guppy_does_not_import_transformers():
+    """transformers is optional: no guppy module imports it (the export writes plain JSON + safetensors)."""
+    code = ("import importlib, pkgutil, sys, cli, guppy, pipeline\n"
+            "for pkg in (guppy, pipeline):\n"
+            "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+            "        importlib.import_module(m.name)\n"
+            "sys.exit('transformers' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_the_suite_collects_with_only_the_test_extra():
+    """`pip install .[test]` alone: the tests that need transformers, onnx or selenium skip, saying why,
+    rather than abort the collection. The extras are hidden from a fresh interpreter's imports."""
+    hide = ("import sys\nclass Hide:\n    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('transformers', 'onnx', 'onnxruntime', 'onnxscript', 'selenium'):\n"
+            "            raise ImportError(f'{name} hidden (test)')\n"
+            "sys.meta_path.insert(0, Hide())\nimport pytest\n"
+            "sys.exit(pytest.main(['-q', '--co', '-p', 'no:cacheprovider', 'tests']))")
+    done = subprocess.run([sys.executable, "-c", hide], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0 and " error" not in done.stdout.splitlines()[-1], done.stdout[-3000:]
+
+
 def test_every_preset_is_one_entry_of_one_table():
     from guppy.config import TrainConfig
     from guppy.presets import PRESETS

@@ -25,9 +25,9 @@ from guppy.export.web import LOADED, WEB, export_web
 from guppy.model.chat import stream_reply, trim_history
 from guppy.model.checkpoint import load_model
 from tests import browser
-from tests.test_export import one_line_error
+from tests.conftest import one_line_error
 
-pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install 'guppy-persona[onnx]'")
 runner = CliRunner()
 QUESTION = "what is the meaning of life"
 

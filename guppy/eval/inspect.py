@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from guppy.checks import check_sampling
+from guppy.checks import check_prompt, check_sampling
 from guppy.config import CHAT
 from guppy.errors import GuppyError
 from guppy.model.checkpoint import load_model
@@ -153,6 +153,7 @@ def inspect(*, persona: str, run: Path | None = None, prompt: str, temperature: 
     paths = persona_run(name, run)
     out = Path(out) if out is not None else paths.inspect
     check_sampling(temperature=temperature, top_k=None, top_p=None, max_new_tokens=max_new_tokens, seed=seed)
+    check_prompt(prompt)
     check_output(out, "inspect")  # never a user's file or folder, checked before any work
     model, tokenizer, _ = load_model(paths.root)
     c = model.config

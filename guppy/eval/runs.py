@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from guppy.errors import GuppyError
-from guppy.checks import SEED_MAX, check_number
+from guppy.checks import SEED_MAX, check_number, check_prompt
 from guppy.store.atomic import CHART_METADATA, atomic_file, check_output
 from guppy.store.paths import RUNS_DIR, RUNS_PLOT, RunPaths
 
@@ -264,6 +264,8 @@ def compare_runs(*, runs: list[Path] | None = None, out: Path | None = None, pro
     """`guppy runs`: read the runs (every run under runs/ when none is given), draw the chart, and with a
     prompt sample each run's reply to it."""
     check_number("--seed", seed, ge=0, le=SEED_MAX)
+    if prompt is not None:
+        check_prompt(prompt)
     check_output(Path(out) if out is not None else RUNS_PLOT, "chart")  # never a user's file, checked before any work
     summaries = summarize_runs(runs)
     chart = plot_runs(summaries, out)

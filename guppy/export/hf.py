@@ -103,15 +103,8 @@ def read_report(path: Path) -> dict:
     return report
 
 
-def model_card(name: str, model, meta: dict, paths: RunPaths) -> str:
-    c = model.config
-    persona_yaml = paths.trained_on() / "persona.yaml"  # generate-data keeps the spec beside the data
-    description, language = spec_identity(persona_yaml) if persona_yaml.is_file() else ("", "en")
-    header = {"license": "mit", "language": [language], "library_name": "transformers",
-              "pipeline_tag": "text-generation", "tags": list(dict.fromkeys(["guppy", "persona", name, "gpt2"]))}
-    metrics = meta.get("metrics", {})
-    training = (f"{meta['step']:,} steps over {metrics['train_tokens']:,} training tokens; held-out loss "
-                f"{metrics['test_loss']:.3f} nats/token.\n" if "step" in meta and "train_tokens" in metrics else "")
+def results_section(paths: RunPaths) -> str:
+    """The card's evaluation section: `guppy eval`'s figures, or a note that it has not run."""
     report_path = paths.eval / "report.json"
     report = read_report(report_path) if report_path.exists() else None
     if report is not None:
@@ -125,6 +118,19 @@ def model_card(name: str, model, meta: dict, paths: RunPaths) -> str:
                    f"{table}\n")
     else:
         results = "Not evaluated yet: run `guppy eval` before exporting to put its figures here.\n"
+    return results
+
+
+def model_card(name: str, model, meta: dict, paths: RunPaths) -> str:
+    c = model.config
+    persona_yaml = paths.trained_on() / "persona.yaml"  # generate-data keeps the spec beside the data
+    description, language = spec_identity(persona_yaml) if persona_yaml.is_file() else ("", "en")
+    header = {"license": "mit", "language": [language], "library_name": "transformers",
+              "pipeline_tag": "text-generation", "tags": list(dict.fromkeys(["guppy", "persona", name, "gpt2"]))}
+    metrics = meta.get("metrics", {})
+    training = (f"{meta['step']:,} steps over {metrics['train_tokens']:,} training tokens; held-out loss "
+                f"{metrics['test_loss']:.3f} nats/token.\n" if "step" in meta and "train_tokens" in metrics else "")
+    results = results_section(paths)
     return f"""---
 {yaml.safe_dump(header, sort_keys=False)}---
 
@@ -177,6 +183,7 @@ Replies end with `<|im_end|>`, the generation config's end-of-sequence token.
 def dataset_folder(out: Path) -> Path:
     """Where --dataset writes: beside the model folder, as the Hub keeps models and datasets in
     separate repositories (runs/PERSONA/hf -> runs/PERSONA/hf-dataset)."""
+    out = Path(out).absolute()  # `--out .` names no folder to put a name beside
     return out.with_name(out.name + "-dataset")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from guppy.checks import check_sampling
+from guppy.checks import check_prompt, check_sampling
 from guppy.config import CHAT
 from guppy.errors import GuppyError
 from guppy.model.checkpoint import load_model
@@ -73,7 +73,7 @@ def chat(*, persona: str, run: Path | None = None, prompt: str | None = None,
     Without: chat until quit, exit, Ctrl-D or Ctrl-C."""
     check_sampling(temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
     if prompt is not None:
-        prompt = utf8_text(prompt, "--prompt")
+        prompt = check_prompt(utf8_text(prompt, "--prompt"))
     name = persona_name(persona)
     paths = persona_run(name, run)
     if prompt is not None:

@@ -168,6 +168,8 @@ def load_persona(persona: str | Path) -> LoadedPersona:
 
 def persona_name(persona: str) -> str:
     """A persona given by name or by YAML path -> its name (what names its run folder)."""
+    if not str(persona).strip():
+        raise GuppyError("the persona is empty; give a persona name or a YAML path")
     if str(persona).endswith((".yaml", ".yml")):
         return load_persona(persona).name
     return str(persona)

@@ -50,11 +50,23 @@ LAYOUTS: dict[str, tuple[set[str], set[str]]] = {  # kind -> (must have, may hav
     "run": (set(), {"data", "tokenizer", "ckpt", "train_config.json", "metrics.jsonl", "loss.png", "eval", "hf",
                     "hf-dataset", "inspect", "onnx", "web", "screenshots"}),
 }
-# Files Guppy writes where a user points it (`guppy runs --out`) are replaced only when Guppy wrote
-# them: a chart says so in its PNG Software text chunk (savefig(..., metadata=CHART_METADATA)).
+# Files Guppy writes where a user points it (`guppy runs --out`, `guppy persona schema --out`) are
+# replaced only when Guppy wrote them: a chart says so in its PNG Software text chunk (savefig(...,
+# metadata=CHART_METADATA)), a persona schema by its title.
 CHART_METADATA = {"Software": "guppy"}
-FILE_KINDS = {"chart": b"\x89PNG\r\n\x1a\n"}  # kind -> how such a file starts
-_OUR_MARK = b"tEXtSoftware\x00guppy"
+
+
+def _our_schema(data: bytes) -> bool:
+    try:
+        return json.loads(data).get("title") == "Guppy persona"
+    except (ValueError, AttributeError):
+        return False
+
+
+FILE_KINDS = {  # kind -> does this content say Guppy wrote it?
+    "chart": lambda data: data.startswith(b"\x89PNG\r\n\x1a\n") and b"tEXtSoftware\x00guppy" in data[:4096],
+    "schema": _our_schema,
+}
 # Our own hidden entries beside or inside an output: the marker, locks, leftovers of a write.
 _OURS_HIDDEN = re.compile(r"^(\.guppy\.json|\..+\.lock|\..+\.(tmp|old|fresh)-\d+)$")
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<what>tmp|old|fresh)-(?P<pid>\d+)$")
@@ -82,13 +94,14 @@ def is_ours(folder: Path, kind: str) -> bool:
 
 
 def is_our_file(path: Path, kind: str) -> bool:
-    """Did Guppy write this file, as a file of `kind`? (Its signature, and Guppy's mark in its first 4 KB.)"""
+    """Did Guppy write this file, as a file of `kind`? (What its content says; a file over 16 MB is no
+    chart or schema of ours.)"""
     try:
-        with open(path, "rb") as f:
-            head = f.read(4096)
+        if os.path.getsize(path) > 16 << 20:
+            return False
+        return FILE_KINDS[kind](Path(path).read_bytes())
     except OSError:
         return False
-    return head.startswith(FILE_KINDS[kind]) and _OUR_MARK in head
 
 
 def _check_file(target: Path, st: os.stat_result, kind: str) -> None:

@@ -18,6 +18,7 @@ float32 (2 cores of an AVX2 EPYC: 0.8 against 104 GFLOPS), and which a CPU with 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
@@ -78,23 +79,28 @@ def orthogonalize(update: torch.Tensor, coefficients: tuple[float, float, float]
     return x.T if tall else x
 
 
-class Muon(torch.optim.Muon):
+@functools.cache
+def float32_muon() -> type:
     """torch.optim.Muon (same options, same state, same checkpoint), with float32 Newton-Schulz:
-    build_optimizer uses it off CUDA, and torch's own (bfloat16 tensor cores) on CUDA."""
+    build_optimizer uses it off CUDA, and torch's own (bfloat16 tensor cores) on CUDA. Made on first
+    use: torch.optim.Muon is new in torch 2.9, and `--optimizer adamw` must not need it."""
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            assert group["adjust_lr_fn"] == "match_rms_adamw"  # the only rule build_optimizer uses
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                buffer = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
-                buffer.lerp_(p.grad, 1 - group["momentum"])
-                update = p.grad.lerp(buffer, group["momentum"]) if group["nesterov"] else buffer
-                update = orthogonalize(update, group["ns_coefficients"], group["ns_steps"], group["eps"])
-                p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(update.to(p.dtype), alpha=-group["lr"] * 0.2 * math.sqrt(max(p.shape)))
+    class Muon(torch.optim.Muon):
+        @torch.no_grad()
+        def step(self, closure=None):
+            for group in self.param_groups:
+                assert group["adjust_lr_fn"] == "match_rms_adamw"  # the only rule build_optimizer uses
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    buffer = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
+                    buffer.lerp_(p.grad, 1 - group["momentum"])
+                    update = p.grad.lerp(buffer, group["momentum"]) if group["nesterov"] else buffer
+                    update = orthogonalize(update, group["ns_coefficients"], group["ns_steps"], group["eps"])
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                    p.add_(update.to(p.dtype), alpha=-group["lr"] * 0.2 * math.sqrt(max(p.shape)))
+
+    return Muon
 
 
 def build_optimizer(model: torch.nn.Module, *, name: OptimizerName, lr: float, weight_decay: float,
@@ -117,7 +123,7 @@ def build_optimizer(model: torch.nn.Module, *, name: OptimizerName, lr: float, w
                          "upgrade torch or train with --optimizer adamw")
     # match_rms_adamw scales Muon's step to AdamW's RMS (0.2 * sqrt(max(rows, cols))), so one lr and one
     # weight decay serve both optimizers.
-    muon_class = torch.optim.Muon if device_type == "cuda" else Muon
+    muon_class = torch.optim.Muon if device_type == "cuda" else float32_muon()
     muon = muon_class(matrices, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")
     rest = torch.optim.AdamW([{"params": embeddings, "weight_decay": weight_decay},
                               {"params": vectors, "weight_decay": 0.0}], **adamw)
