@@ -33,20 +33,12 @@ CHAT = [{"role": "user", "content": "are you hungry now"}]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """runs/mini: 400 generated conversations and the tiny preset trained 40 steps at a pinned lr (so
-    tuning the preset cannot break it): enough to answer in words and end its turn (fewer steps
-    answer "....", which proves little)."""
-    from guppy.train.trainer import train
-    from pipeline.generate import generate_data
-
-    root = tmp_path_factory.mktemp("export")
-    persona = write_persona(root)
-    run = root / "runs" / "mini"
-    generate_data(persona=persona, n=400, out=run / "data")
-    train(persona=str(persona), out=run, preset="tiny", max_steps=40, batch_size=16, lr=4e-3, warmup_steps=2,
-          eval_every=30, eval_batches=1, log_every=10, vocab_size=400, device="cpu", progress=False)
-    return run
+def run(mini_run, tmp_path_factory) -> Path:
+    """A copy of the session's trained mini run (tests/trained.py), so that exports to the default
+    folders (runs/mini/hf, hf-dataset) stay in this module's own tmp folder."""
+    copy = tmp_path_factory.mktemp("export") / "runs" / "mini"
+    shutil.copytree(mini_run, copy, ignore=shutil.ignore_patterns("hf", "hf-dataset", "onnx", "web", "inspect"))
+    return copy
 
 
 @pytest.fixture(scope="module")
