@@ -15,10 +15,10 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from guppy.config import CHAT, GENERATE
+from guppy.config import CHAT, EVAL_SAMPLES, GENERATE
 from guppy.errors import GuppyError
 from pipeline.cli_shared import (OverwriteOpt, PersonaArg, RunOpt, SeedOpt, console, err_console, given, new_app,
-                                 print_warnings, train_options)
+                                 print_generate_report, train_options)
 from pipeline.persona_cli import persona_app
 
 
@@ -64,35 +64,6 @@ def generate_data(
                      on_total=lambda k: progress.update(task, total=k),
                      on_progress=lambda k: progress.advance(task, k))
     print_generate_report(report)
-
-
-def print_generate_report(report) -> None:
-    print_warnings(report.warnings)
-    table = Table("", "", title=f"{report.persona} -> {report.out}", show_header=False)
-    for label, value in [
-        ("conversations", f"{report.rows:,} ({report.train:,} train, {report.test:,} test)"),
-        ("unique user prompts", f"{report.unique_prompts:,}"),
-        ("unique replies", f"{report.unique_replies:,}"),
-        ("rendered / duplicates dropped", f"{report.rendered:,} / {report.duplicates_dropped:,}"),
-        ("replies in style", f"{report.style_share:.1%}"
-         + (f" ({report.style_dropped:,} conversations out of style dropped)" if report.style_dropped else "")),
-        ("time", f"{report.seconds:.2f} s"),
-    ]:
-        table.add_row(label, value)
-    console.print(table)
-    assoc = Table("association", "share of its topics' replies that show it", title="associations in the data")
-    for name, share in report.association_share.items():
-        assoc.add_row(name, f"{share:.1%}")
-    console.print(assoc)
-    topics = Table("topic", "rows", "topic", "rows", "topic", "rows", title="per topic")
-    items = list(report.per_topic.items())
-    for i in range(0, len(items), 3):
-        cells = [c for t, k in items[i:i + 3] for c in (t, f"{k:,}")]
-        topics.add_row(*cells, *[""] * (6 - len(cells)))
-    console.print(topics)
-    for topic, lacking in report.short_topics.items():
-        err_console.print(f"[yellow]warning:[/] topic '{topic}' made {lacking} fewer unique conversations than "
-                          "asked: its template cannot reach the requested size (add variety or lower its weight)")
 
 
 # ---------------------------------------------------------------------------------- model
@@ -181,21 +152,26 @@ def inspect(
 
 # ---------------------------------------------------------------------------------- evaluation
 
-SAMPLES_PER_PROMPT = 4  # guppy.eval.evaluate.SAMPLES_PER_PROMPT (not imported here: it pulls in torch)
 SamplesOpt = Annotated[int, typer.Option(help="Sampled replies per prompt (eval and compare use the same, so a model gets one score).")]
+SeedsOpt = Annotated[Optional[str], typer.Option(help="Several sampling seeds, e.g. 0,1,2: the report gives each headline figure's median and range over them (replaces --seed).", show_default=False)]
+EvalDataOpt = Annotated[Optional[Path], typer.Option("--data", help="Measure against this dataset (a folder from `guppy generate-data`, or a .jsonl/.parquet file) instead of the persona's own.", show_default=False)]
 
 
 @app.command("eval")
-def eval_(persona: PersonaArg, run: RunOpt = None, samples: SamplesOpt = SAMPLES_PER_PROMPT, seed: SeedOpt = 0):
-    """Measure how strongly the persona shows in a trained model: writes runs/PERSONA/eval/report.{json,md}."""
+def eval_(persona: PersonaArg, run: RunOpt = None, samples: SamplesOpt = EVAL_SAMPLES, seed: SeedOpt = 0,
+          seeds: SeedsOpt = None, data: EvalDataOpt = None):
+    """Measure how strongly the persona shows in a trained model: persona words, on topic, novelty, over a chat,
+    each with floor, ceiling and a 95% interval. Writes runs/PERSONA/eval/report.{json,md}."""
     import time
 
-    from guppy.eval.evaluate import evaluate
+    from guppy.eval.commands import evaluate, parse_seeds
 
     _quiet_datasets()
     started = time.perf_counter()
-    with console.status("evaluating: sampling replies, scoring the model, the floor and the ceiling"):
-        report = evaluate(persona=persona, run=run, samples=samples, seed=seed)
+    chosen = parse_seeds(seeds) if seeds is not None else [seed]
+    with console.status(f"evaluating (seed{'s' if len(chosen) > 1 else ''} {', '.join(map(str, chosen))}): "
+                        "sampling replies, scoring the model, the floor and the ceiling"):
+        report = evaluate(persona=persona, run=run, samples=samples, seeds=chosen, data=data)
     print_eval_report(report, time.perf_counter() - started)
     return report
 
@@ -203,14 +179,22 @@ def eval_(persona: PersonaArg, run: RunOpt = None, samples: SamplesOpt = SAMPLES
 def print_eval_report(report: dict, seconds: float) -> None:
     from guppy.eval.report import hit_rate_table
 
+    console.print(f"[bold]{report['headline']}[/]")
     header, rows = hit_rate_table(report, bold=lambda s: f"[bold]{s}[/]")
     table = Table(*header, title=f"{report['persona']}: persona score {report['persona_score']:.2f}")
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    s, d, b = report["style"], report["diversity"], report["bits_per_byte"]
+    on_topic = report["on_topic"]
+    if on_topic:
+        worst = ", ".join(f"{r['topic']} {r['model']:.0%}" for r in on_topic["per_topic"][:3])
+        console.print(f"on topic: {on_topic['model']:.0%} of replies (shuffled {on_topic['floor']:.0%}, data "
+                      f"{on_topic['ceiling']:.0%}); worst topics: {worst}")
+    s, n, b = report["style"], report["novelty"]["model"], report["bits_per_byte"]
+    turns = "  ".join(f"turn {r['turn']} {r['on_topic']:.0%}" for r in report["turns"]["per_turn"] if r["on_topic"] is not None)
+    console.print(f"copied from train: {n['copied']:.0%} of replies, {n['sentences']:.0%} of sentences"
+                  + (f"   on topic over a chat: {turns}" if turns else ""))
     console.print(f"style kept: {s['model']['all']:.0%} (data {s['ceiling']['all']:.0%})  "
-                  f"distinct-2: {d['model']['distinct_2']:.2f}  copied from train: {d['model']['memorized']:.0%}  "
                   f"bits/byte: {b['model']:.3f} (untrained {b['floor']:.2f})  time: {seconds:.1f} s")
     console.print(f"report: {report['run']}/eval/report.md")
 
@@ -218,12 +202,12 @@ def print_eval_report(report: dict, seconds: float) -> None:
 @app.command()
 def compare(
     personas: Annotated[list[str], typer.Argument(help="Two or more personas whose runs/PERSONA models exist.")],
-    samples: SamplesOpt = SAMPLES_PER_PROMPT,
+    samples: SamplesOpt = EVAL_SAMPLES,
     seed: SeedOpt = 0,
     out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: runs/compare.")] = None,
 ):
     """Score every persona's model against every persona spec; the diagonal should dominate."""
-    from guppy.eval.evaluate import compare as run
+    from guppy.eval.commands import compare as run
 
     _quiet_datasets()
     with console.status("scoring every model against every persona"):
@@ -236,7 +220,8 @@ def print_matrix(result: dict) -> None:
     table = Table("model \\ persona", *names, "margin", title="persona score: each model (row) on each persona (column)")
     for a in names:
         cells = [f"[bold]{result['matrix'][a][b]:.2f}[/]" if a == b else f"{result['matrix'][a][b]:.2f}" for b in names]
-        table.add_row(a, *cells, f"{result['diagonal_margin'][a]:+.2f}")
+        noise = " (within noise)" if result["within_noise"][a] else ""
+        table.add_row(a, *cells, f"{result['diagonal_margin'][a]:+.2f}{noise}")
     console.print(table)
     console.print(f"matrix: {result['out']}/matrix.json, {result['out']}/matrix.png")
 
@@ -291,7 +276,7 @@ def run_all(
     console.print(summary_table("trained", run_train(persona=persona, overwrite=True, **config)))
     lap("train")
     console.rule("[bold]3/4[/] evaluate")
-    report = eval_(persona=persona, run=None, samples=SAMPLES_PER_PROMPT, seed=seed)
+    report = eval_(persona=persona, run=None, samples=EVAL_SAMPLES, seed=seed)
     lap("eval")
     console.rule("[bold]4/4[/] sample replies")
     replies = sample_replies(persona=persona, seed=seed)

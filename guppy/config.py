@@ -17,6 +17,8 @@ from guppy.errors import GuppyError
 from guppy.presets import PRESETS
 
 
+# Sampled replies per prompt in `guppy eval` and `guppy compare` (the same in both, so one model gets one score).
+EVAL_SAMPLES = 4
 MAX_PARAMS = 2_000_000_000  # a config read back from a stranger's checkpoint must not allocate ~8 GB
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from guppy.errors import GuppyError
 
@@ -85,3 +86,32 @@ def train_options(command):
 
 def given(config: dict) -> dict:
     return {k: v for k, v in config.items() if v is not None}
+
+
+def print_generate_report(report) -> None:
+    print_warnings(report.warnings)
+    table = Table("", "", title=f"{report.persona} -> {report.out}", show_header=False)
+    for label, value in [
+        ("conversations", f"{report.rows:,} ({report.train:,} train, {report.test:,} test)"),
+        ("unique user prompts", f"{report.unique_prompts:,}"),
+        ("unique replies", f"{report.unique_replies:,}"),
+        ("rendered / duplicates dropped", f"{report.rendered:,} / {report.duplicates_dropped:,}"),
+        ("replies in style", f"{report.style_share:.1%}"
+         + (f" ({report.style_dropped:,} conversations out of style dropped)" if report.style_dropped else "")),
+        ("time", f"{report.seconds:.2f} s"),
+    ]:
+        table.add_row(label, value)
+    console.print(table)
+    assoc = Table("association", "share of its topics' replies that show it", title="associations in the data")
+    for name, share in report.association_share.items():
+        assoc.add_row(name, f"{share:.1%}")
+    console.print(assoc)
+    topics = Table("topic", "rows", "topic", "rows", "topic", "rows", title="per topic")
+    items = list(report.per_topic.items())
+    for i in range(0, len(items), 3):
+        cells = [c for t, k in items[i:i + 3] for c in (t, f"{k:,}")]
+        topics.add_row(*cells, *[""] * (6 - len(cells)))
+    console.print(topics)
+    for topic, lacking in report.short_topics.items():
+        err_console.print(f"[yellow]warning:[/] topic '{topic}' made {lacking} fewer unique conversations than "
+                          "asked: its template cannot reach the requested size (add variety or lower its weight)")

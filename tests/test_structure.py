@@ -155,7 +155,7 @@ def test_the_suite_collects_with_only_the_test_extra():
     rather than abort the collection. The extras are hidden from a fresh interpreter's imports."""
     hide = ("import sys\nclass Hide:\n    def find_spec(self, name, path=None, target=None):\n"
             "        if name.split('.')[0] in ('transformers', 'onnx', 'onnxruntime', 'onnxscript', 'selenium'):\n"
-            "            raise ImportError(f'{name} hidden (test)')\n"
+            "            raise ModuleNotFoundError(f'{name} hidden (test)', name=name)\n"
             "sys.meta_path.insert(0, Hide())\nimport pytest\n"
             "sys.exit(pytest.main(['-q', '--co', '-p', 'no:cacheprovider', 'tests']))")
     done = subprocess.run([sys.executable, "-c", hide], cwd=ROOT, capture_output=True, text=True)

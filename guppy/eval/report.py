@@ -1,16 +1,27 @@
 """What `guppy eval` and `guppy compare` write, and how their figures read: report.json, report.md,
-the charts, matrix.json, and the one hit-rate table that report.md, `guppy eval`'s terminal table
-and the exported model card (guppy/export/hf.py) all show. guppy/eval/evaluate.py measures; this renders.
+the charts, matrix.json, the one headline line (first in the terminal, report.md and the exported
+model card), and the one hit-rate table that report.md, `guppy eval`'s terminal table and the model
+card (guppy/export/hf.py) all show. guppy/eval/evaluate.py measures; this renders.
 
-report.json keys (stable):
+report.json keys (stable; later keys are only ever added):
     persona, language, run, seed, samples   what was evaluated and how (language: the spec's BCP 47 tag)
+    headline                           the one line: persona, its interval, on-topic, novel, turn drift
     persona_score                      headline in [0, 1]: share of the ceiling's association hit rate
                                        reached above the floor, averaged over associations
+    persona_score_ci                   [low, high]: 95% bootstrap interval over prompts
     associations.<name>                kind, score, hit_rate {model, floor, ceiling}, lift {model, floor} (nats)
     style                              {model, floor, ceiling}: share of replies keeping each rule, and `all`
     diversity                          {model, floor, ceiling}: distinct_1, distinct_2, memorized
     bits_per_byte                      {model, floor} on the test split's replies
     examples                           a few prompt/reply pairs per association
+    on_topic                           {model, floor, ceiling, score, ci, per_topic: [{topic, n, model,
+                                       ceiling, read_as, example}] worst first}; null when the data has no topics
+    novel                              share of replies not copied whole from train (the headline), and
+    novelty                            {model, ceiling}: copied, sentences (share of reply sentences found in
+                                       train), stitched (replies made only of train sentences), novel; model.ci
+    turns                              per_turn [{turn, on_topic, persona, n, example}], drift {on_topic,
+                                       persona} (last turn / first), single_turn_data (train has one exchange each)
+    over_seeds                         with `--seeds`: seeds, and per headline figure {median, min, max, values}
 """
 
 from __future__ import annotations
@@ -32,21 +43,23 @@ from guppy.store.paths import RunPaths  # noqa: E402
 WHO = ("model", "floor", "ceiling")  # each figure is given for the model, an untrained one and the data
 
 
-def report_json(spec, figures: dict[str, dict], *, score: float, per: dict[str, float], run: Path, seed: int,
-                samples: int) -> dict:
-    """report.json from the evaluator's figures for the model, the floor and the ceiling."""
+def report_json(spec, measured: dict, *, run: Path, seed: int, samples: int) -> dict:
+    """report.json from guppy/eval/evaluate.py's `measure`: the figures for the model, the floor and the ceiling."""
+    figures = measured["figures"]
     model_f, floor_f = figures["model"], figures["floor"]
-    return {
+    report = {
         "persona": spec.name,
         "language": spec.language,
         "run": str(run),
         "seed": seed,
         "samples": samples,
-        "persona_score": round(score, 4),
+        "headline": "",
+        "persona_score": round(measured["score"], 4),
+        "persona_score_ci": measured["ci"],
         "associations": {
             name: {
                 "kind": spec.associations[name].kind,
-                "score": round(per[name], 4),
+                "score": round(measured["per"][name], 4),
                 "hit_rate": {k: round(figures[k]["hit_rate"][name], 4) for k in WHO},
                 "lift": {"model": round(model_f["lift"][name], 4), "floor": round(floor_f["lift"][name], 4)},
             } for name in spec.associations
@@ -56,7 +69,54 @@ def report_json(spec, figures: dict[str, dict], *, score: float, per: dict[str, 
         "diversity": {k: {p: round(figures[k][p], 4) for p in ("distinct_1", "distinct_2", "memorized")} for k in WHO},
         "bits_per_byte": {"model": round(model_f["bits_per_byte"], 4), "floor": round(floor_f["bits_per_byte"], 4)},
         "examples": model_f["examples"],
+        "on_topic": rounded(measured["on_topic"]),
+        "novel": round(measured["novelty"]["model"]["novel"], 4),
+        "novelty": rounded(measured["novelty"]),
+        "turns": measured["turns"],
     }
+    report["headline"] = headline(report)
+    return report
+
+
+def rounded(x):
+    """Floats rounded to 4 places, all the way down."""
+    if isinstance(x, float):
+        return round(x, 4)
+    if isinstance(x, dict):
+        return {k: rounded(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [rounded(v) for v in x]
+    return x
+
+
+ORDINAL = {1: "1st", 2: "2nd", 3: "3rd"}
+
+# The headline figures, as read from a report.json (`guppy eval --seeds` gives their median and range).
+HEADLINE_FIGURES = {
+    "persona_score": lambda r: r["persona_score"],
+    "on_topic": lambda r: r["on_topic"]["score"] if r.get("on_topic") else None,
+    "novel": lambda r: r["novel"],
+    "turn_drift": lambda r: r["turns"]["drift"]["on_topic"],
+}
+
+
+def headline(report: dict) -> str:
+    """One line: `persona 0.86 [0.81-0.90] · on-topic 0.74 · novel 97% · 4th turn 0.93 of the 1st`."""
+    lo, hi = report["persona_score_ci"]
+    parts = [f"persona {report['persona_score']:.2f} [{lo:.2f}-{hi:.2f}]"]
+    on_topic = report.get("on_topic")
+    parts.append(f"on-topic {on_topic['score']:.2f}" if on_topic else "on-topic n/a (no topics in the data)")
+    parts.append(f"novel {report['novel']:.0%}")
+    turns = report["turns"]
+    last = len(turns["per_turn"])
+    drift = turns["drift"]["on_topic"]
+    if drift is not None:
+        parts.append(f"{ORDINAL.get(last, f'{last}th')} turn {drift:.2f} of the 1st")
+    seeds = report.get("over_seeds")
+    if seeds:
+        p = seeds["persona_score"]
+        parts.append(f"{len(seeds['seeds'])} seeds: persona median {p['median']:.2f} ({p['min']:.2f}-{p['max']:.2f})")
+    return " · ".join(parts)
 
 
 def hit_rate_table(report: dict, *, bold: Callable[[str], str], brief: bool = False) -> tuple[list[str], list[list[str]]]:
@@ -96,8 +156,9 @@ def bar_chart(report: dict, path: Path) -> None:
 
 def write_report(paths: RunPaths, report: dict) -> None:
     with atomic_dir(paths.eval, kind="eval", overwrite=True) as tmp:
-        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (tmp / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         bar_chart(report, tmp / "associations.png")
+        turns_chart(report, tmp / "turns.png")
         if paths.loss_plot.exists():
             shutil.copy(paths.loss_plot, tmp / "loss.png")
         (tmp / "report.md").write_text(markdown(report, has_loss=paths.loss_plot.exists()), encoding="utf-8")
@@ -112,10 +173,14 @@ def markdown(report: dict, *, has_loss: bool) -> str:
         " In a language written without spaces an expected word is found anywhere in a reply, so the floor's"
         " replies are cut to the model's reply lengths: an untrained model never ends its turn, and a long"
         " random string would find a word by chance.")
+    lo, hi = report["persona_score_ci"]
     return f"""# {report['persona']}: how strongly the persona shows
 
-**Persona score: {report['persona_score']:.2f}** — the share of the training data's association hit
-rate (ceiling) that the model reaches above an untrained model (floor), averaged over associations.
+**{report['headline']}**
+
+**Persona score: {report['persona_score']:.2f}** (95% interval over prompts {lo:.2f}-{hi:.2f}) — the share of the
+training data's association hit rate (ceiling) that the model reaches above an untrained model (floor), averaged
+over associations.
 
 ![association hit rates](associations.png)
 
@@ -125,11 +190,15 @@ Hit rate: share of sampled replies ({report['samples']} per prompt, seed {report
 association's probes and held-out prompts that contain an expected word.{unspaced} Lift: how much more likely
 (log, teacher-forced, no sampling) the expected words are after its cue prompts than after other prompts.
 
+{seeds_section(report)}{on_topic_section(report)}
+{novelty_section(report)}
+{turns_section(report)}
+## Style and loss
+
 | | floor | model | ceiling |
 |---|---|---|---|
 | replies keeping every style rule | {style['floor']['all']:.0%} | {style['model']['all']:.0%} | {style['ceiling']['all']:.0%} |
 | distinct-1 / distinct-2 | {div['floor']['distinct_1']:.2f} / {div['floor']['distinct_2']:.2f} | {div['model']['distinct_1']:.2f} / {div['model']['distinct_2']:.2f} | {div['ceiling']['distinct_1']:.2f} / {div['ceiling']['distinct_2']:.2f} |
-| replies copied verbatim from train | {div['floor']['memorized']:.0%} | {div['model']['memorized']:.0%} | — |
 | held-out bits per byte | {report['bits_per_byte']['floor']:.2f} | {report['bits_per_byte']['model']:.2f} | — |
 
 {"![loss curve](loss.png)" if has_loss else ""}
@@ -138,6 +207,95 @@ association's probes and held-out prompts that contain an expected word.{unspace
 
 {examples}
 """
+
+
+def seeds_section(report: dict) -> str:
+    seeds = report.get("over_seeds")
+    if not seeds:
+        return ""
+    rows = [[name, f"{f['median']:.2f}", f"{f['min']:.2f}-{f['max']:.2f}", ", ".join(f"{v:.2f}" for v in f["values"])]
+            for name, f in seeds.items() if name != "seeds"]
+    return (f"## Over sampling seeds {', '.join(map(str, seeds['seeds']))}\n\n"
+            + markdown_table(["figure", "median", "range", "per seed"], rows) + "\n\n")
+
+
+def on_topic_section(report: dict) -> str:
+    t = report.get("on_topic")
+    if not t:
+        return "## On topic\n\nNot measured: the dataset has no `topic` column to learn the topics from.\n"
+    rows = [[r["topic"], str(r["n"]), f"{r['model']:.0%}", "—" if r["ceiling"] is None else f"{r['ceiling']:.0%}",
+             r["read_as"], f"*{cell(r['example']['prompt'])}* → {cell(r['example']['reply'])}"]
+            for r in t["per_topic"]]
+    return f"""## On topic: does a reply answer what was asked?
+
+On-topic score **{t['score']:.2f}** (95% interval {t['ci'][0]:.2f}-{t['ci'][1]:.2f}): replies read as the prompt's
+topic {t['model']:.0%}; the same replies shuffled across the prompts {t['floor']:.0%} (floor: a model that ignores
+the question); the test split's own replies {t['ceiling']:.0%} (ceiling). A topic classifier (character n-gram TF-IDF
+and logistic regression, fit on the train split's replies) reads each reply. Worst topics first; the example is a miss
+where there is one.
+
+{markdown_table(["topic", "prompts", "model", "data", "mostly read as", "example"], rows)}
+"""
+
+
+def cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def novelty_section(report: dict) -> str:
+    m, c = report["novelty"]["model"], report["novelty"]["ceiling"]
+    return f"""## Says something new
+
+| | model | held-out data |
+|---|---|---|
+| replies copied whole from train | {m['copied']:.0%} | {c['copied']:.0%} |
+| reply sentences found in train | {m['sentences']:.0%} | {c['sentences']:.0%} |
+| replies made only of train sentences | {m['stitched']:.0%} | {c['stitched']:.0%} |
+
+Novel (not copied whole): **{m['novel']:.0%}** (95% interval {m['ci'][0]:.0%}-{m['ci'][1]:.0%}). A templated corpus
+repeats its sentences, so read the model's sentence figures against the held-out data's, not against zero.
+"""
+
+
+def turns_section(report: dict) -> str:
+    t = report["turns"]
+    rows = [[str(r["turn"]), "—" if r["on_topic"] is None else f"{r['on_topic']:.0%}",
+             "—" if r["persona"] is None else f"{r['persona']:.0%}",
+             f"*{cell(r['example']['prompt'])}* → {cell(r['example']['reply'])}"] for r in t["per_turn"]]
+    note = ("The training data holds one exchange per conversation, so every turn after the first asks the model "
+            "something it never saw: a chat with history. " if t["single_turn_data"] else "")
+    drift = t["drift"]
+    return f"""## Holds over a chat
+
+{len(rows)}-turn chats of held-out prompts from different topics, history kept as `guppy chat` keeps it. {note}Drift
+(last turn / first): on-topic {fmt(drift['on_topic'])}, persona {fmt(drift['persona'])}.
+
+![per turn](turns.png)
+
+{markdown_table(["turn", "on topic", "persona hits", "example (chat 1)"], rows)}
+"""
+
+
+def fmt(x) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
+def turns_chart(report: dict, path: Path) -> None:
+    per_turn = report["turns"]["per_turn"]
+    fig, ax = plt.subplots(figsize=(4.8, 3.2))
+    for key, color in (("on_topic", "#2b7bba"), ("persona", "#d9822b")):
+        points = [(r["turn"], r[key]) for r in per_turn if r[key] is not None]
+        if points:
+            ax.plot(*zip(*points), marker="o", color=color, label=key.replace("_", " "))
+    ax.set_xticks([r["turn"] for r in per_turn])
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("turn of the chat")
+    ax.set_ylabel("share of replies")
+    ax.set_title(f"{report['persona']}: over a chat")
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=110)
+    plt.close(fig)
 
 
 def write_matrix(out: Path, result: dict) -> None:

@@ -18,6 +18,14 @@ from guppy.model.sampler import complete, generate
 from guppy.spec.personas import persona_name, persona_run
 
 QUIT_WORDS = {"quit", "exit", ":q", "/quit", "/exit"}
+# How `guppy chat` samples. The evaluator samples the same way (guppy/eval/evaluate.py, guppy/eval/turns.py),
+# so what it measures is what a user of `guppy chat` sees.
+TEMPERATURE, TOP_P, MAX_NEW_TOKENS = 0.8, 0.95, 64
+
+
+def chat_reply_budget(context: int, max_new_tokens: int = MAX_NEW_TOKENS) -> int:
+    """Tokens a reply may take in a chat: at most half the context, to leave room to remember something."""
+    return min(max_new_tokens, context // 2)
 
 
 def utf8_text(text: str, where: str) -> str:
@@ -84,7 +92,7 @@ def chat(*, persona: str, run: Path | None = None, prompt: str | None = None,
 
     model, tokenizer, _ = load_model(paths.root)
     context = model.config.context
-    max_new_tokens = min(max_new_tokens, context // 2)  # leave room to remember something
+    max_new_tokens = chat_reply_budget(context, max_new_tokens)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     print(f"chatting with {name} ({paths.root}); type quit or press Ctrl-D to leave", flush=True)
     history: list[dict] = []
