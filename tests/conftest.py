@@ -77,3 +77,12 @@ def mini_run(tmp_path_factory) -> Path:
     from tests.trained import train_mini
 
     return train_mini(tmp_path_factory.mktemp("mini-run"))
+
+
+@pytest.fixture(scope="session")
+def medaka_world(tmp_path_factory) -> Path:
+    """A folder with the Japanese persona medaka and its trained run (tests/trained.py), shared by
+    test_japanese and the Japanese playground test."""
+    from tests.trained import train_medaka
+
+    return train_medaka(tmp_path_factory.mktemp("ja"))

@@ -45,7 +45,7 @@ def baselines(run: Path, tmp: Path) -> dict[tuple[str, ...], dict]:
         ("runs",): dict(runs=[run], out=tmp / "runs.png"),
         ("run",): dict(persona="mini", n="8", max_steps="1"),
         ("export",): dict(persona="mini", run=run, out=tmp / "export-out"),
-        ("serve",): dict(persona="mini", run=run),
+        ("serve",): dict(persona="mini", run=run, folder=tmp / "page"),  # a page to serve: --port is reached
         ("persona", "new"): dict(name="newfish", from_="mini"),
         ("persona", "schema"): dict(out=tmp / "schema.json"),
         ("persona", "sample"): dict(persona="mini", n="2"),
@@ -92,6 +92,9 @@ def place(tmp_path, monkeypatch, mini_run):
     (tmp_path / "a-folder").mkdir()
     (tmp_path / "a-folder" / "index.html").write_text("a user's page\n")
     os.symlink(tmp_path / "a-folder", tmp_path / "a-link")
+    (tmp_path / "page").mkdir()
+    for name in ("index.html", "guppy.json"):  # what `guppy serve` looks for in an exported page
+        (tmp_path / "page" / name).write_text("{}\n")
     import cli
 
     checks = cli.check_run_all
@@ -101,6 +104,15 @@ def place(tmp_path, monkeypatch, mini_run):
         raise cli.GuppyError(STOPPED)
 
     monkeypatch.setattr(cli, "check_run_all", stop)
+    import guppy.export.serve as serve
+
+    bind = serve.make_server
+
+    def bound(*args, **kwargs):  # `guppy serve` once its port is bound: never serve in a test
+        bind(*args, **kwargs).server_close()
+        raise cli.GuppyError(STOPPED)
+
+    monkeypatch.setattr(serve, "make_server", bound)
     return tmp_path, baselines(mini_run, tmp_path)
 
 
@@ -119,6 +131,8 @@ def test_a_hostile_value_is_one_line(place, path, name, value):
     cmd = dict(commands())[path]
     before = snapshot(tmp)
     values = dict(base[path])
+    if name == "run":
+        values.pop("folder", None)  # serve: an explicit page would make --run moot
     given = [value, *values[name][1:]] if isinstance(values.get(name), list) else value
     for flags in [[]] + [[f"--{f}"] for f in ("overwrite", "onnx", "web", "dataset")
                          if name == "out" and any(p.name == f for p in cmd.params)]:
@@ -137,6 +151,7 @@ def test_zero_is_a_value_or_one_line(place, path, name):
     if "run" in values:
         (tmp / "no-run").mkdir(exist_ok=True)
         values["run"] = tmp / "no-run"  # where zero is valid, stop at the missing model rather than work
+        values.pop("folder", None)  # (serve --port 0 would serve a page until stopped)
     result = runner.invoke(app, argv(path, cmd, values))
     assert "Traceback" not in result.output and not isinstance(result.exception, Exception) or \
         isinstance(result.exception, SystemExit), (result.output, result.exception)

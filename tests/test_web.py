@@ -168,21 +168,11 @@ def test_playground_in_headless_chromium(web, mini_run, tmp_path):
 
 
 @needs_chromium
-def test_playground_speaks_japanese_as_guppy_chat_does(tmp_path, monkeypatch):
+def test_playground_speaks_japanese_as_guppy_chat_does(tmp_path, medaka_world):
     """A Japanese persona's page: the same prompt ids as Python, and the same greedy reply, typed in Japanese."""
-    from guppy.presets import PRESETS
-    from guppy.train.trainer import train
-    from tests.conftest import write_persona
-    from tests.test_japanese import CUE, MICRO
-    from tests.test_language import JA_PERSONA, JA_TEMPLATES
+    from tests.test_japanese import CUE
 
-    write_persona(tmp_path, JA_PERSONA, JA_TEMPLATES)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setitem(PRESETS, "micro", MICRO)
-    assert runner.invoke(app, ["generate-data", "medaka", "--n", "1500"]).exit_code == 0
-    train(persona="medaka", preset="micro", max_steps=60, batch_size=16, lr=1e-2, warmup_steps=10, eval_every=60,
-          eval_batches=1, log_every=10, vocab_size=400, progress=False)
-    run = tmp_path / "runs" / "medaka"
+    run = medaka_world / "runs" / "medaka"
     export_web(persona="medaka", run=run, out=tmp_path / "web")
     model, tokenizer, _ = load_model(run)
     questions = [CUE, "おやすみ、メダカ"]

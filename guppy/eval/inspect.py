@@ -146,6 +146,16 @@ def word_attention(t: Trace, row: int) -> np.ndarray:
     return np.stack([s["probs"][:, row, :t.n_prompt].cpu().numpy() for s in t.steps])
 
 
+def word_heads(t: Trace, word: str, row: int, weights: np.ndarray) -> dict:
+    """While writing the persona's word: how much each head looks at the prompt, and at which user words most."""
+    layers, heads = weights.shape[:2]
+    return {"word": word, "row": row, "writes": t.labels[row + 1], "heads": [
+        {"layer": li, "head": hi, "prompt_share": round(float(weights[li, hi].sum()), 4),
+         "top": [[t.labels[p], round(float(weights[li, hi, p]), 4)]
+                 for p in sorted(t.user, key=lambda p: -weights[li, hi, p])[:3]]}
+        for li in range(layers) for hi in range(heads)]}
+
+
 def inspect(*, persona: str, run: Path | None = None, prompt: str, temperature: float = 0.0, seed: int = 0,
             layer: int = 0, head: int = 0, out: Path | None = None, max_new_tokens: int = CHAT.max_new_tokens) -> dict:
     """Generate the reply to `prompt`, write the report folder, and return what inspect.json holds."""
@@ -175,13 +185,8 @@ def inspect(*, persona: str, run: Path | None = None, prompt: str, temperature: 
         "charts": ["attention_grid.png", f"steps_L{layer}_H{head}.png"],
     }
     if found is not None:
-        word, row = found
-        weights = word_attention(t, row)
-        report["persona_word"] = {"word": word, "row": row, "writes": t.labels[row + 1], "heads": [
-            {"layer": li, "head": hi, "prompt_share": round(float(weights[li, hi].sum()), 4),
-             "top": [[t.labels[p], round(float(weights[li, hi, p]), 4)]
-                     for p in sorted(t.user, key=lambda p: -weights[li, hi, p])[:3]]}
-            for li in range(c.n_layer) for hi in range(c.n_head)]}
+        weights = word_attention(t, found[1])
+        report["persona_word"] = word_heads(t, *found, weights)
         report["charts"].append("persona_word.png")
 
     from guppy.eval import inspect_charts as charts

@@ -26,7 +26,8 @@ class Handler(SimpleHTTPRequestHandler):
 
 
 def web_folder(persona: str, run: Path | None = None, folder: Path | None = None) -> Path:
-    folder = Path(folder) if folder is not None else persona_run(persona_name(persona), run).web
+    name = persona_name(persona)  # checked even when --folder makes it moot
+    folder = Path(folder) if folder is not None else persona_run(name, run).web
     if not (folder / "index.html").is_file() or not (folder / "guppy.json").is_file():
         raise GuppyError(f"{folder}: no exported web page here; run `guppy export {persona} --web` first")
     return folder
