@@ -135,15 +135,17 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     everything = [p for opt in (muon, adamw) for g in opt.param_groups for p in g["params"]]
     assert sum(p.numel() for p in everything) == model.num_params()  # each parameter exactly once
     # float32 Newton-Schulz off CUDA; on CUDA torch's own, in bfloat16
-    from guppy.train.optim import Muon
+    from guppy.train.optim import float32_muon
 
-    assert type(muon) is Muon
+    assert type(muon) is float32_muon()
     on_gpu = build_optimizer(model, name="muon", lr=1e-3, weight_decay=0.1, betas=(0.9, 0.99), device_type="cuda")
     assert type(on_gpu.optimizers[0]) is torch.optim.Muon
 
 
 def test_cpu_muon_is_torchs_muon_with_float32_newton_schulz():
-    from guppy.train.optim import Muon, orthogonalize
+    from guppy.train.optim import float32_muon, orthogonalize
+
+    Muon = float32_muon()
 
     torch.manual_seed(0)
     ours = [torch.nn.Parameter(torch.randn(96, 32) * 0.02), torch.nn.Parameter(torch.randn(32, 32) * 0.02)]
