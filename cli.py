@@ -27,9 +27,16 @@ app.add_typer(persona_app, name="persona")
 
 
 def _quiet_datasets() -> None:
+    """Our own progress bar says what is happening. Said through the environment while `datasets` is not yet
+    imported, so that a command that ends up not reading a dataset (a cached one, guppy/train/prepared.py)
+    does not import it (~1 s)."""
+    if "datasets" not in sys.modules:
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("DATASETS_VERBOSITY", "error")
+        return
     import datasets
 
-    datasets.disable_progress_bars()  # our own progress bar says what is happening
+    datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
 
 

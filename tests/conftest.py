@@ -36,6 +36,13 @@ assistant: i feel {{ pick(lexicon.moods) }}. {{ pick("the water is nice.|i swam 
 """
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory, monkeypatch):
+    """Each test its own cache of prepared data (guppy/train/prepared.py): none reads what another wrote,
+    and nothing lands in the user's ~/.cache."""
+    monkeypatch.setenv("GUPPY_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
 def write_persona(root: Path, spec: dict | None = None, templates: dict[str, str] | None = None) -> Path:
     """Write personas/<name>.yaml and templates/ under root; return the YAML path."""
     spec = spec if spec is not None else MINI_PERSONA

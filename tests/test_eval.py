@@ -14,9 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from guppy.eval.evaluate import ceiling_replies, eval_data_from, persona_score, reply_figures, score_model
-from guppy.eval.evaluate import compare, evaluate, untrained_like
+from guppy.eval.commands import compare, evaluate
+from guppy.eval.evaluate import ceiling_replies, eval_data_from, persona_score, reply_figures, score_model, untrained_like
 from guppy.presets import PRESETS
+from tests.bench.shuffle_replies import shuffled_replies
 from tests.conftest import FOOD, MINI_PERSONA, write_persona
 
 runner = CliRunner()
@@ -67,6 +68,9 @@ def world(tmp_path_factory):
             result = runner.invoke(app, ["generate-data", name, "--n", "3000"])
             assert result.exit_code == 0, result.output
             train(persona=name, max_steps=180, **FAST)
+        # The fish's corpus with its replies shuffled across prompts: the same words, answering nothing.
+        shuffled_replies(root / "runs/mini/data", root / "shuffled")
+        train(persona="mini", data="shuffled", out=root / "runs/mini-shuffled", max_steps=180, **FAST)
         yield root
 
 
@@ -85,11 +89,11 @@ def test_a_model_scores_high_on_its_own_persona(world):
 
 
 def test_same_seed_gives_an_identical_report(world):
-    evaluate(persona="kitty", samples=2, seed=3)
+    evaluate(persona="kitty", samples=2, seeds=[3])
     first = (world / "runs/kitty/eval/report.json").read_bytes()
-    evaluate(persona="kitty", samples=2, seed=3)
+    evaluate(persona="kitty", samples=2, seeds=[3])
     assert (world / "runs/kitty/eval/report.json").read_bytes() == first
-    evaluate(persona="kitty", samples=2, seed=4)
+    evaluate(persona="kitty", samples=2, seeds=[4])
     assert (world / "runs/kitty/eval/report.json").read_bytes() != first
 
 
@@ -149,6 +153,90 @@ def test_run_does_everything_end_to_end(world):
         assert (world / "runs/kitten" / path).exists(), path
 
 
+# ---------------------------------------------------------------------------------- the proof tells models apart
+
+def test_the_report_has_on_topic_novelty_turns_and_intervals(world):
+    report = evaluate(persona="mini", samples=2)
+    on_topic = report["on_topic"]
+    assert on_topic["ceiling"] > 0.9 and on_topic["score"] >= 0.5  # food and mood replies are easy to tell apart
+    assert abs(on_topic["floor"] - 0.5) < 0.1  # two topics asked equally: a shuffled reply is right half the time
+    assert on_topic["ci"][0] <= on_topic["score"] <= on_topic["ci"][1]
+    assert [r["topic"] for r in on_topic["per_topic"]] and on_topic["per_topic"][0]["example"]["reply"]
+    lo, hi = report["persona_score_ci"]
+    assert lo <= report["persona_score"] <= hi and hi - lo > 0  # an interval, not a point
+    assert len(report["turns"]["per_turn"]) == 4 and report["turns"]["single_turn_data"]
+    assert all(0 <= t["on_topic"] <= 1 for t in report["turns"]["per_turn"])
+    assert 0 <= report["novel"] <= 1 and report["novelty"]["ceiling"]["sentences"] > 0.5  # a templated corpus
+    assert report["headline"].startswith(f"persona {report['persona_score']:.2f} [")
+    assert "on-topic" in report["headline"] and "4th turn" in report["headline"]
+    md = (world / "runs/mini/eval/report.md").read_text()
+    assert md.splitlines()[2] == f"**{report['headline']}**" and (world / "runs/mini/eval/turns.png").stat().st_size > 0
+
+
+def test_a_model_trained_on_shuffled_replies_keeps_its_words_but_answers_nothing(world):
+    normal = evaluate(persona="mini", samples=2)
+    # Measured against the real corpus: its own (shuffled) data would teach the topic classifier nonsense.
+    shuffled = evaluate(persona="mini", run=world / "runs/mini-shuffled", data=world / "runs/mini/data", samples=2)
+    assert normal["on_topic"]["score"] >= 0.5
+    assert shuffled["on_topic"]["score"] <= 0.2  # at the floor: it answers from its usual mix
+    assert shuffled["on_topic"]["ci"][1] < normal["on_topic"]["ci"][0]  # apart by more than the noise
+    food = shuffled["associations"]["food"]["hit_rate"]
+    assert food["model"] > food["floor"] + 0.2  # but it still talks about food
+
+
+def test_the_datas_own_replies_reach_the_ceiling_and_a_parrot_is_not_novel(world):
+    from datasets import load_from_disk
+
+    from guppy.eval.evaluate import answer_figures
+    from guppy.eval.on_topic import fit_classifier
+    from guppy.spec.personas import load_persona
+
+    spec = load_persona("mini").spec
+    data = eval_data_from(load_from_disk("runs/mini/data"))
+    classifier = fit_classifier(data.train_by_topic, "en")
+    own = {c[0]["content"]: c[-1]["content"] for convs in data.test_by_topic.values() for c in convs}
+    held_out = answer_figures(lambda prompts: [own[p] for p in prompts], spec, data, seed=0, classifier=classifier)
+    assert held_out["on_topic"]["score"] > 0.9
+    train = sorted(data.train_replies)
+    parrot = answer_figures(lambda prompts: [train[hash(p) % len(train)] for p in prompts], spec, data, seed=0,
+                            classifier=classifier)
+    assert parrot["novelty"]["model"]["novel"] == 0.0 and parrot["novelty"]["model"]["stitched"] == 1.0
+    assert held_out["novelty"]["model"]["novel"] > 0.5  # the held-out replies are mostly new (random numbers)
+
+
+def test_another_personas_model_scores_low_and_any_model_meets_any_persona(world, tmp_path):
+    """`guppy eval mini --run runs/kitty` asks the cat the fish's questions (the fish's own data); an expected
+    word far longer in the model's tokens than its context leaves no traceback."""
+    cat_on_fish = evaluate(persona="mini", run=world / "runs/kitty", samples=2)
+    assert cat_on_fish["persona_score"] < 0.15 and cat_on_fish["on_topic"]["score"] < 0.3
+    long_word = {**FISH, "identity": {**FISH["identity"], "name": "longword"}, "associations": {"food": {
+        **FISH["associations"]["food"], "expect": ["ごはんをたべたいなあおなかすいたよほんとうに", "flakes"]}}}
+    path = write_persona(tmp_path, long_word, {"mini/food.jinja": FOOD, "mini/mood.jinja": FISH_MOOD})
+    result = runner.invoke(app, ["eval", str(path), "--run", str(tmp_path / "run"), "--data", "runs/mini/data"])
+    assert "Traceback" not in result.output
+    shutil.copytree(world / "runs/mini", tmp_path / "run", ignore=shutil.ignore_patterns("eval"))
+    result = runner.invoke(app, ["eval", str(path), "--run", str(tmp_path / "run"), "--data", "runs/mini/data"])
+    assert result.exit_code == 0, result.output
+    assert result.output.lstrip().startswith("persona ")  # the headline comes first
+
+
+def test_seeds_give_a_median_and_a_range(world):
+    report = evaluate(persona="kitty", samples=1, seeds=[0, 1, 2])
+    spread = report["over_seeds"]
+    assert spread["seeds"] == [0, 1, 2] and len(spread["persona_score"]["values"]) == 3
+    assert spread["persona_score"]["min"] <= spread["persona_score"]["median"] <= spread["persona_score"]["max"]
+    assert "3 seeds" in report["headline"]
+
+
+def test_compare_marks_a_margin_within_noise(world):
+    from guppy.eval.commands import diagonal_margins
+
+    matrix = {"a": {"a": 0.80, "b": 0.78}, "b": {"a": 0.1, "b": 0.9}}
+    ci = {"a": {"a": [0.70, 0.88], "b": [0.69, 0.85]}, "b": {"a": [0.05, 0.15], "b": [0.85, 0.95]}}
+    result = diagonal_margins(["a", "b"], matrix, ci)
+    assert result["within_noise"] == {"a": True, "b": False} and result["diagonal_margin"]["b"] == 0.8
+
+
 # ---------------------------------------------------------------------------------- bad input
 
 def assert_one_line_error(result, *needles):
@@ -182,3 +270,15 @@ def test_eval_of_a_model_whose_tokenizer_does_not_match_is_refused(world, tmp_pa
 def test_compare_needs_two_personas_with_models(world):
     assert_one_line_error(runner.invoke(app, ["compare", "mini"]), "at least two")
     assert_one_line_error(runner.invoke(app, ["compare", "mini", "guppy"]), "no trained model")
+
+
+def test_eval_refuses_bad_seeds_and_a_data_path_that_is_not_a_dataset(world, tmp_path):
+    for bad in ("", "a,b", "1,,2", "-1", "1,1", str(2**70)):
+        assert_one_line_error(runner.invoke(app, ["eval", "mini", "--seeds", bad]), "--seed")
+    (tmp_path / "notes.txt").write_text("hello")
+    assert_one_line_error(runner.invoke(app, ["eval", "mini", "--data", str(tmp_path / "notes.txt")]), "notes.txt")
+    assert_one_line_error(runner.invoke(app, ["eval", "mini", "--data", str(tmp_path)]), str(tmp_path))
+
+
+def test_compare_refuses_a_persona_named_twice(world):
+    assert_one_line_error(runner.invoke(app, ["compare", "mini", "mini"]), "twice")

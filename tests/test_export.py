@@ -196,6 +196,7 @@ def test_existing_output_is_kept_unless_overwrite(run, tmp_path):
     assert (tmp_path / "out-dataset" / "README.md").exists()
     card = (out / "README.md").read_text()
     assert "Persona score 0.42" in card and "| food | 5% | **40%** | 90% |" in card
+    assert "**persona 0.42 [0.30-0.50] · on-topic 0.61" in card  # the headline line, first of the results
 
     # A new model folder whose dataset folder exists: refused before anything is written.
     (tmp_path / "new-dataset").mkdir()
@@ -205,5 +206,6 @@ def test_existing_output_is_kept_unless_overwrite(run, tmp_path):
 
 def fake_report() -> dict:
     """The fields of `guppy eval`'s report.json that the model card shows."""
-    return {"persona_score": 0.42, "associations": {"food": {"hit_rate": {"model": 0.4, "floor": 0.05, "ceiling": 0.9}}},
+    return {"headline": "persona 0.42 [0.30-0.50] · on-topic 0.61 · novel 97% · 4th turn 0.90 of the 1st",
+            "persona_score": 0.42, "associations": {"food": {"hit_rate": {"model": 0.4, "floor": 0.05, "ceiling": 0.9}}},
             "bits_per_byte": {"model": 1.234, "floor": 8.0}, "style": {"model": {"all": 0.8}, "ceiling": {"all": 1.0}}}

@@ -134,18 +134,16 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     assert vectors["weight_decay"] == 0.0 and all(p.dim() == 1 for p in vectors["params"])
     everything = [p for opt in (muon, adamw) for g in opt.param_groups for p in g["params"]]
     assert sum(p.numel() for p in everything) == model.num_params()  # each parameter exactly once
-    # float32 Newton-Schulz off CUDA; on CUDA torch's own, in bfloat16
-    from guppy.train.optim import float32_muon
+    # float32 Newton-Schulz one matrix at a time off CUDA; on CUDA torch's bfloat16, batched by shape
+    from guppy.train.optim import Muon
 
-    assert type(muon) is float32_muon()
+    assert type(muon) is Muon and not muon.batched
     on_gpu = build_optimizer(model, name="muon", lr=1e-3, weight_decay=0.1, betas=(0.9, 0.99), device_type="cuda")
-    assert type(on_gpu.optimizers[0]) is torch.optim.Muon
+    assert type(on_gpu.optimizers[0]) is Muon and on_gpu.optimizers[0].batched
 
 
 def test_cpu_muon_is_torchs_muon_with_float32_newton_schulz():
-    from guppy.train.optim import float32_muon, orthogonalize
-
-    Muon = float32_muon()
+    from guppy.train.optim import Muon, orthogonalize
 
     torch.manual_seed(0)
     ours = [torch.nn.Parameter(torch.randn(96, 32) * 0.02), torch.nn.Parameter(torch.randn(32, 32) * 0.02)]

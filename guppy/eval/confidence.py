@@ -60,18 +60,19 @@ def persona_score_ci(model_hits: dict[str, np.ndarray], floor_hits: dict[str, np
 
 
 def on_topic_ci(asked: list[str], read_as: list[str], ceiling: float, seed: int) -> list[float]:
-    """Interval of the on-topic score: prompts resampled, the shuffled floor recomputed on each resample."""
+    """Interval of the on-topic score (guppy/eval/on_topic.py): each topic's prompts resampled within the
+    topic, the topic mean and the shuffled floor recomputed on every resample."""
     if not asked:
         return [0.0, 0.0]
-    topics = sorted(set(asked) | set(read_as))
-    code = {t: i for i, t in enumerate(topics)}
-    a = np.array([code[t] for t in asked])
-    r = np.array([code[t] for t in read_as])
-    idx = resamples(len(a), seed)
-    model = (a[idx] == r[idx]).mean(axis=1)
-    counts_a = np.stack([np.bincount(row, minlength=len(topics)) for row in a[idx]])
-    counts_r = np.stack([np.bincount(row, minlength=len(topics)) for row in r[idx]])
-    floor = (counts_a * counts_r).sum(axis=1) / len(a) ** 2
+    topics = sorted(set(asked))
+    code = {t: i for i, t in enumerate(sorted(set(asked) | set(read_as)))}
+    a, r = np.array([code[t] for t in asked]), np.array([code[t] for t in read_as])
+    rng = np.random.default_rng(seed)
+    picks = [np.flatnonzero(a == code[t])[rng.integers(0, (a == code[t]).sum(), size=(BOOTSTRAP, (a == code[t]).sum()))]
+             for t in topics]  # per topic, (BOOTSTRAP, its prompts) indices
+    rows = np.concatenate(picks, axis=1)  # every resample keeps each topic's number of prompts
+    model = np.mean([(r[p] == code[t]).mean(axis=1) for t, p in zip(topics, picks)], axis=0)
+    floor = np.mean([(r[rows] == code[t]).mean(axis=1) for t in topics], axis=0)
     return interval(normalized(model, floor, ceiling))
 
 

@@ -7,13 +7,14 @@ multinomial naive Bayes, so it needs no word boundaries and works the same in Ja
 Naive Bayes fits guppy's 65 topics in half a second; a logistic regression read 2% more of the test
 replies right (0.94 against 0.92) but took 40-80x as long to fit, longer than the rest of `guppy eval`.
 
-Three figures, as for every figure of the evaluator (guppy/eval/evaluate.py):
+Three figures, as for every figure of the evaluator (guppy/eval/evaluate.py), each the mean over topics
+of a topic's share (so a topic with many held-out prompts does not outweigh one with few):
     ceiling  the test split's own replies through the same classifier: what the data itself reaches
              (topics that share phrasing, such as "happy" and "excited", cap it below 1)
-    model    the model's replies to the held-out prompts
+    model    the model's replies to the held-out prompts: per topic, the share read as that topic
     floor    the same replies shuffled across the prompts: a model that ignores the question and
-             answers from its usual mix. Computed exactly, as the mean over every shuffle:
-             sum over topics of P(prompt is of topic t) * P(reply is read as topic t)
+             answers from its usual mix. Computed exactly, as the mean over every shuffle: a reply
+             to a prompt of topic t is then read as t with P(any of its replies is read as t)
 and `score`, the share of the way from floor to ceiling (clipped to [0, 1]), like the persona score.
 """
 
@@ -25,10 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from guppy.eval.confidence import normalized
 from guppy.spec.language import is_spaced
 
 TRAIN_REPLIES_PER_TOPIC = 150  # distinct replies per topic: enough for a stable classifier, quick to fit
-HELD_OUT_PROMPTS_PER_TOPIC = 6
+HELD_OUT_PROMPTS_PER_TOPIC = (6, 24)  # at least 6 of each topic, more where there are few topics (60 in all)
 
 
 @dataclass
@@ -66,9 +68,11 @@ def fit_classifier(train_by_topic: dict[str, list[str]], language: str, seed: in
     return TopicClassifier(pipeline, topics)
 
 
-def held_out_prompts(test_by_topic: dict[str, list[list[dict]]], seed: int,
-                     per_topic: int = HELD_OUT_PROMPTS_PER_TOPIC) -> list[tuple[str, str]]:
-    """(topic, prompt) pairs: up to `per_topic` distinct held-out first messages of every topic."""
+def held_out_prompts(test_by_topic: dict[str, list[list[dict]]], seed: int) -> list[tuple[str, str]]:
+    """(topic, prompt) pairs: distinct held-out first messages of every topic, as many of each (see
+    HELD_OUT_PROMPTS_PER_TOPIC) as the split has."""
+    least, most = HELD_OUT_PROMPTS_PER_TOPIC
+    per_topic = min(most, max(least, -(-60 // max(1, len(test_by_topic)))))
     rng = random.Random(seed)
     pairs = []
     for topic in sorted(test_by_topic):
@@ -78,24 +82,29 @@ def held_out_prompts(test_by_topic: dict[str, list[list[dict]]], seed: int,
     return pairs
 
 
+def topic_mean(asked: list[str], right: list[bool]) -> float:
+    """The mean over the asked topics of each topic's share of right answers."""
+    shares = [np.mean([r for a, r in zip(asked, right) if a == t]) for t in sorted(set(asked))]
+    return float(np.mean(shares)) if shares else 0.0
+
+
 def shuffled_floor(asked: list[str], read_as: list[str]) -> float:
-    """Expected on-topic share if the replies were handed to the prompts in a random order."""
-    n = len(asked)
-    if n == 0:
+    """Expected on-topic figure if the replies were handed to the prompts in a random order: a reply
+    to topic t is then any reply, read as t with the share of all replies read as t."""
+    if not asked:
         return 0.0
-    p_asked, p_read = Counter(asked), Counter(read_as)
-    return sum(p_asked[t] * p_read[t] for t in p_asked) / (n * n)
+    read = Counter(read_as)
+    return float(np.mean([read[t] / len(read_as) for t in sorted(set(asked))]))
 
 
 def on_topic_figures(classifier: TopicClassifier, asked: list[str], replies: list[str], prompts: list[str],
                      ceiling_asked: list[str], ceiling_replies: list[str]) -> dict:
     """Model / floor / ceiling / score, per topic (worst first, one example each), and what the bootstrap needs."""
     read_as = classifier.predict(replies)
-    hits = np.array([a == r for a, r in zip(asked, read_as)], dtype=float)
     ceiling_read = classifier.predict(ceiling_replies)
-    ceiling_hits = np.array([a == r for a, r in zip(ceiling_asked, ceiling_read)], dtype=float)
-    model, floor = float(hits.mean()) if len(hits) else 0.0, shuffled_floor(asked, read_as)
-    ceiling = float(ceiling_hits.mean()) if len(ceiling_hits) else 0.0
+    ceiling_hits = [a == r for a, r in zip(ceiling_asked, ceiling_read)]
+    model = topic_mean(asked, [a == r for a, r in zip(asked, read_as)])
+    floor, ceiling = shuffled_floor(asked, read_as), topic_mean(ceiling_asked, ceiling_hits)
     return {
         "model": model, "floor": floor, "ceiling": ceiling, "score": normalized(model, floor, ceiling),
         "per_topic": per_topic_table(asked, read_as, prompts, replies, ceiling_asked, ceiling_hits),
@@ -118,10 +127,3 @@ def per_topic_table(asked, read_as, prompts, replies, ceiling_asked, ceiling_hit
             "example": {"prompt": prompts[example], "reply": replies[example], "read_as": read_as[example]},
         })
     return sorted(rows, key=lambda r: (r["model"] - (r["ceiling"] or 0), r["topic"]))
-
-
-def normalized(model_v: float, floor_v: float, ceiling_v: float) -> float:
-    """Share of the way from floor to ceiling, clipped to [0, 1]; 0 when the ceiling is not above the floor."""
-    if ceiling_v - floor_v <= 1e-9:
-        return 0.0
-    return min(1.0, max(0.0, (model_v - floor_v) / (ceiling_v - floor_v)))

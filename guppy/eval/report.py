@@ -231,7 +231,7 @@ def on_topic_section(report: dict) -> str:
 On-topic score **{t['score']:.2f}** (95% interval {t['ci'][0]:.2f}-{t['ci'][1]:.2f}): replies read as the prompt's
 topic {t['model']:.0%}; the same replies shuffled across the prompts {t['floor']:.0%} (floor: a model that ignores
 the question); the test split's own replies {t['ceiling']:.0%} (ceiling). A topic classifier (character n-gram TF-IDF
-and logistic regression, fit on the train split's replies) reads each reply. Worst topics first; the example is a miss
+and multinomial naive Bayes, fit on the train split's replies) reads each reply. Worst topics first; the example is a miss
 where there is one.
 
 {markdown_table(["topic", "prompts", "model", "data", "mostly read as", "example"], rows)}
@@ -316,8 +316,10 @@ def heatmap(result: dict, path: Path) -> None:
     ax.set_ylabel("model trained on")
     for i, row in enumerate(values):
         for j, v in enumerate(row):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v > 0.5 else "black")
-    ax.set_title("persona score")
+            noisy = i == j and result["within_noise"][names[i]]  # its margin is inside the 95% intervals
+            ax.text(j, i, f"{v:.2f}" + ("\n(noise)" if noisy else ""), ha="center", va="center",
+                    color="white" if v > 0.5 else "black")
+    ax.set_title("persona score (diagonal marked where within noise)")
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)
     plt.close(fig)

@@ -98,6 +98,7 @@ def read_report(path: Path) -> dict:
             [float(a["hit_rate"][k]) for k in ("floor", "model", "ceiling")]
         float(report["persona_score"]), float(report["bits_per_byte"]["model"]), float(report["bits_per_byte"]["floor"])
         float(report["style"]["model"]["all"]), float(report["style"]["ceiling"]["all"])
+        str(report["headline"])
     except (ValueError, KeyError, TypeError, AttributeError):
         raise GuppyError(f"{path}: not a report of `guppy eval`; run `guppy eval` again before exporting") from None
     return report
@@ -109,7 +110,8 @@ def results_section(paths: RunPaths) -> str:
     report = read_report(report_path) if report_path.exists() else None
     if report is not None:
         table = markdown_table(*hit_rate_table(report, bold=lambda s: f"**{s}**", brief=True))
-        results = (f"**Persona score {report['persona_score']:.2f}** (`guppy eval`: 1 = as strong as in the "
+        results = (f"**{report['headline']}**\n\n"
+                   f"**Persona score {report['persona_score']:.2f}** (`guppy eval`: 1 = as strong as in the "
                    f"training data, 0 = an untrained model). Bits per byte on held-out replies: "
                    f"{report['bits_per_byte']['model']:.3f} (untrained {report['bits_per_byte']['floor']:.2f}); "
                    f"replies in the persona's style: {report['style']['model']['all']:.0%} "

@@ -49,7 +49,9 @@ def vocabulary_for(texts: list[str], asked: int) -> int:
     spelling each as one token (a merge per extra byte, at most) would leave words fewer merges than
     `asked` gives them, up to WORD_MERGES. English never grows; kingyo's 510 kana and kanji neither
     (2,303 < 4,096); 3,000 hanzi asked into 4,096 get 7,283."""
-    counts = Counter(ch for t in texts for ch in t if ord(ch) > 0x7F)
+    # str.isascii() is C: English texts are skipped whole, not looked at a character at a time in Python
+    # (60K conversations: ~1 s).
+    counts = Counter(ch for t in texts if not t.isascii() for ch in t if ord(ch) > 0x7F)
     spelling = sum(len(ch.encode()) - 1 for ch, n in counts.items() if n >= 2)
     base = len(SPECIAL_TOKENS) + 256
     return max(asked, base + spelling + min(WORD_MERGES, asked - base))

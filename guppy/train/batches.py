@@ -1,5 +1,4 @@
-"""What the trainer feeds the model: the global batch of each step, this rank's share of it, in an
-order that is a pure function of (seed, epoch), and a fingerprint of the tokenized data for --resume."""
+"""The trainer's batches: which rows of which epoch each step trains on, on the device (guppy/train/trainer.py)."""
 
 from __future__ import annotations
 

@@ -37,14 +37,13 @@ class Metrics:
 
 
 def plot_losses(records: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no window
-    import matplotlib.pyplot as plt
+    # A Figure of its own, not pyplot's: no window, no global state, and ~0.3 s less to import.
+    from matplotlib.figure import Figure
 
     train = [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]
     test = [(r["step"], r["test_loss"]) for r in records if r["kind"] == "eval"]
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    fig = Figure(figsize=(6.4, 3.8))
+    ax = fig.subplots()
     if train:
         ax.plot(*zip(*train), label="train", color="#2b7bba", linewidth=1)
     if test:
@@ -58,7 +57,6 @@ def plot_losses(records: list[dict], path: Path, title: str) -> None:
     fig.tight_layout()
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
 
 
 def progress_bar(enabled: bool, total: int):

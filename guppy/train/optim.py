@@ -11,14 +11,14 @@ a CPU step costs ~1.3x AdamW's for the Newton-Schulz matmuls.
 one list of param_groups (the lr schedule sets them all), one step, one state_dict whose state is
 numbered across both, so a resumable checkpoint carries Muon's momentum buffers beside AdamW's moments.
 
-`Muon` is torch's, except where the Newton-Schulz matmuls run on a CPU: torch runs them in bfloat16,
-which a CPU without bf16 instructions (AVX2 only, as in most laptops) computes about 100x slower than
-float32 (2 cores of an AVX2 EPYC: 0.8 against 104 GFLOPS), and which a CPU with them gains nothing from.
+`Muon` is torch's, stepped two ways. On a CPU its Newton-Schulz matmuls run in float32: torch runs them
+in bfloat16, which a CPU without bf16 instructions (AVX2 only, as in most laptops) computes about 100x
+slower than float32 (2 cores of an AVX2 EPYC: 0.8 against 104 GFLOPS), and which a CPU with them gains
+nothing from. On a GPU they run in bfloat16, as torch's, but batched by shape: see `Muon`.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Literal
 
@@ -79,28 +79,61 @@ def orthogonalize(update: torch.Tensor, coefficients: tuple[float, float, float]
     return x.T if tall else x
 
 
-@functools.cache
-def float32_muon() -> type:
-    """torch.optim.Muon (same options, same state, same checkpoint), with float32 Newton-Schulz:
-    build_optimizer uses it off CUDA, and torch's own (bfloat16 tensor cores) on CUDA. Made on first
-    use: torch.optim.Muon is new in torch 2.9, and `--optimizer adamw` must not need it."""
+def orthogonalize_stack(updates: torch.Tensor, coefficients: tuple[float, float, float], steps: int,
+                        eps: float) -> torch.Tensor:
+    """`orthogonalize` of n matrices of one shape (n, rows <= cols) at once, in their own dtype (torch's
+    bfloat16 on a GPU): 3 batched matmuls an iteration for all of them instead of 3 per matrix."""
+    a, b, c = coefficients
+    x = updates / updates.norm(dim=(1, 2), keepdim=True).clamp(min=eps)
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x
 
-    class Muon(torch.optim.Muon):
-        @torch.no_grad()
-        def step(self, closure=None):
-            for group in self.param_groups:
-                assert group["adjust_lr_fn"] == "match_rms_adamw"  # the only rule build_optimizer uses
-                for p in group["params"]:
-                    if p.grad is None:
-                        continue
-                    buffer = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
-                    buffer.lerp_(p.grad, 1 - group["momentum"])
-                    update = p.grad.lerp(buffer, group["momentum"]) if group["nesterov"] else buffer
-                    update = orthogonalize(update, group["ns_coefficients"], group["ns_steps"], group["eps"])
-                    p.mul_(1 - group["lr"] * group["weight_decay"])
-                    p.add_(update.to(p.dtype), alpha=-group["lr"] * 0.2 * math.sqrt(max(p.shape)))
 
-    return Muon
+class Muon(torch.optim.Muon):
+    """torch.optim.Muon (same options, same state, same checkpoint) with two ways to step:
+
+    batched=False (a CPU): one matrix at a time, float32 Newton-Schulz (`orthogonalize`).
+    batched=True (a GPU): torch's bfloat16 Newton-Schulz, but the matrices of one shape in one batched
+    call (a tall one transposed, so the guppy shape's 24 matrices make 3 stacks) and the momentum and
+    weight updates as one foreach call each. torch's step launches ~25 small kernels per matrix, which
+    on an H200 cost more than the forward and backward of a 512 x 128 batch (tests/bench/GPU_NOTES.md)."""
+
+    def __init__(self, params, *, batched: bool = False, **options):
+        super().__init__(params, **options)
+        self.batched = batched
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            assert group["adjust_lr_fn"] == "match_rms_adamw"  # the only rule build_optimizer uses
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            buffers = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad)) for p in params]
+            torch._foreach_lerp_(buffers, grads, 1 - group["momentum"])
+            updates = torch._foreach_lerp(grads, buffers, group["momentum"]) if group["nesterov"] else buffers
+            torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+            if self.batched:
+                self._step_stacks(group, params, updates)
+                continue
+            for p, update in zip(params, updates):
+                update = orthogonalize(update, group["ns_coefficients"], group["ns_steps"], group["eps"])
+                p.add_(update.to(p.dtype), alpha=-group["lr"] * 0.2 * math.sqrt(max(p.shape)))
+
+    def _step_stacks(self, group: dict, params: list[torch.Tensor], updates: list[torch.Tensor]) -> None:
+        stacks: dict[tuple[int, int], list[int]] = {}  # (rows, cols) with rows <= cols -> the matrices' indices
+        for i, p in enumerate(params):
+            stacks.setdefault((min(p.shape), max(p.shape)), []).append(i)
+        for (_, longest), members in stacks.items():
+            tall = [params[i].size(0) > params[i].size(1) for i in members]
+            x = torch.stack([updates[i].mT if t else updates[i] for i, t in zip(members, tall)]).bfloat16()
+            x = orthogonalize_stack(x, group["ns_coefficients"], group["ns_steps"], group["eps"])
+            x = x.to(params[members[0]].dtype).unbind()
+            torch._foreach_add_([params[i] for i in members], [o.mT if t else o for o, t in zip(x, tall)],
+                                alpha=-group["lr"] * 0.2 * math.sqrt(longest))
 
 
 def build_optimizer(model: torch.nn.Module, *, name: OptimizerName, lr: float, weight_decay: float,
@@ -123,8 +156,8 @@ def build_optimizer(model: torch.nn.Module, *, name: OptimizerName, lr: float, w
                          "upgrade torch or train with --optimizer adamw")
     # match_rms_adamw scales Muon's step to AdamW's RMS (0.2 * sqrt(max(rows, cols))), so one lr and one
     # weight decay serve both optimizers.
-    muon_class = torch.optim.Muon if device_type == "cuda" else float32_muon()
-    muon = muon_class(matrices, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")
+    muon = Muon(matrices, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw",
+                batched=device_type == "cuda")
     rest = torch.optim.AdamW([{"params": embeddings, "weight_decay": weight_decay},
                               {"params": vectors, "weight_decay": 0.0}], **adamw)
     return Optimizers(muon, rest)

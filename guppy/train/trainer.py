@@ -159,7 +159,18 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True  # the few fp32 matmuls left outside autocast
             torch.backends.cudnn.allow_tf32 = True
 
-        self._prepare_data(data)
+        # data: load -> tokenizer -> tokenize -> pack (the test rows once, in stored order)
+        # A one-file dataset is split with the loader's fixed seed, not the run's: the split belongs to the
+        # data, and `guppy eval` must hold out the same prompts.
+        self.tokenizer, self.train_data, test_data = self._prepare(data)
+        self.mconf = cfg.shape(self.tokenizer.vocab_size)
+        context = self.mconf.context
+        if len(self.train_data) == 0 or len(test_data) == 0:
+            raise GuppyError(f"{data}: no conversation fits the model's {context}-token context")
+        self.test_x, self.test_y = self._test_rows(test_data, data)
+        self.batches = Batches(self.train_data, context=context, cfg=cfg, procs=procs, pad_id=self.tokenizer.pad_id)
+        self.data_id = data_hash(self.train_data, test_data)
+        self.data = data
 
         # model and optimizer, then where to start from
         self.model = GPT(self.mconf).to(procs.device)
@@ -178,44 +189,46 @@ class Trainer:
         # and fp16 a gradient scaler, so Apple's GPU trains in fp32 (the tiny models fit either way).
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.on_cuda else nullcontext()
 
-    def _prepare_data(self, data: Path) -> None:
-        """load -> tokenizer -> tokenize -> pack (the test rows once, in stored order)."""
-        cfg = self.cfg
-        # A one-file dataset is split with the loader's fixed seed, not the run's: the split belongs to the
-        # data, and `guppy eval` must hold out the same prompts.
-        dd = load_conversations(data, test_size=cfg.test_size)
-        self.tokenizer = self._tokenizer(dd)
-        self.mconf = cfg.shape(self.tokenizer.vocab_size)
-        context = self.mconf.context
-        self.train_data = tokenize(dd["train"], self.tokenizer, context=context)
-        test_data = tokenize(dd["test"], self.tokenizer, context=context)
-        if len(self.train_data) == 0 or len(test_data) == 0:
-            raise GuppyError(f"{data}: no conversation fits the model's {context}-token context")
+    def _test_rows(self, test_data, data: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        """The held-out rows, packed once as the train rows are, in stored order."""
+        cfg, context = self.cfg, self.mconf.context
         rows = cfg.eval_batches * cfg.batch_size
         test_rows = (pack_whole(test_data, context=context, pad_id=self.tokenizer.pad_id) if cfg.packing == "whole"
                      else pack(test_data, context=context))
-        self.test_x, self.test_y = (t[:rows] for t in test_rows)
-        if len(self.test_x) == 0:
+        test_x, test_y = (t[:rows] for t in test_rows)
+        if len(test_x) == 0:
             raise GuppyError(f"{data}: the test split has {test_data.tokens} tokens, not one row of {context}; "
                              "generate more data or raise the test size")
-        self.batches = Batches(self.train_data, context=context, cfg=cfg, procs=self.procs,
-                               pad_id=self.tokenizer.pad_id)
-        self.data_id = data_hash(self.train_data, test_data)
-        self.data = data
+        return test_x, test_y
 
-    def _tokenizer(self, dd):
-        """Rank 0 learns it from the train split and saves it to the run; --resume reuses the run's."""
+    def _prepare(self, data: Path):
+        """(tokenizer, train, test): rank 0 learns the tokenizer from the train split and saves it to the run,
+        the other ranks read it there; --resume reuses the run's. A dataset prepared the same way before comes
+        whole from the cache (guppy/train/prepared.py) and is not read at all."""
         from guppy.model.tokenizer import ChatTokenizer, train_tokenizer
+        from guppy.train.prepared import cache_key, load_prepared, save_prepared
 
+        cfg, main = self.cfg, self.procs.main
+        key = None if self.resuming else cache_key(data, test_size=cfg.test_size, vocab_size=cfg.vocab_size,
+                                                   context=cfg.context)
+        cached = load_prepared(key) if key else None
+        dd = None if cached else load_conversations(data, test_size=cfg.test_size)
         if self.resuming:
-            return ChatTokenizer.load(self.paths.tokenizer)
-        if self.procs.main:
-            _, _, contents = flat_messages(dd["train"])
-            tokenizer = train_tokenizer(contents, vocab_size=self.cfg.vocab_size)
+            tokenizer = ChatTokenizer.load(self.paths.tokenizer)
+        elif main:
+            tokenizer = cached[0] if cached else train_tokenizer(flat_messages(dd["train"])[2],
+                                                                 vocab_size=cfg.vocab_size)
             with atomic_dir(self.paths.tokenizer, kind="tokenizer", overwrite=True) as tmp:
                 tokenizer.save(tmp)
         self.procs.barrier()  # the other ranks read what rank 0 learned: one vocabulary for all
-        return tokenizer if self.procs.main else ChatTokenizer.load(self.paths.tokenizer)
+        if not (self.resuming or main):
+            tokenizer = ChatTokenizer.load(self.paths.tokenizer)
+        if cached:
+            return cached
+        train_data, test_data = (tokenize(dd[s], tokenizer, context=cfg.context) for s in ("train", "test"))
+        if key and main:
+            save_prepared(key, tokenizer, train_data, test_data)
+        return tokenizer, train_data, test_data
 
     def _restore(self) -> None:
         """Continue from ckpt/last: weights, optimizer moments, RNG states, step, best loss."""
