@@ -276,5 +276,5 @@ def test_gradient_accumulation_takes_the_same_steps(tmp_path, corpus, optimizer)
     # batch moves it by percents. (torch's own Muon, bf16 Newton-Schulz on a GPU, needs 2e-3.)
     assert losses(tmp_path / "one") == pytest.approx(losses(tmp_path / "two"), rel=1e-4)
     a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
-    print('weights differ by', weights_differ_by(a, b))
-    assert weights_differ_by(a, b) < 1e-2  # float noise only (~1e-4 measured), whatever the thread count
+    # float noise only: measured 2.4e-3 (AdamW) and 2.7e-4 (Muon) of the weights at 1 and at 2 threads
+    assert weights_differ_by(a, b) < 1e-2
