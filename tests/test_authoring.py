@@ -230,11 +230,12 @@ def test_eval_and_compare_sample_the_same_replies_per_prompt_by_default():
     import inspect
 
     import cli
-    from guppy.eval import evaluate
+    from guppy.config import EVAL_SAMPLES
+    from guppy.eval import commands
 
-    assert evaluate.SAMPLES_PER_PROMPT == cli.SAMPLES_PER_PROMPT == 4
-    for fn in (evaluate.evaluate, evaluate.compare, cli.eval_, cli.compare):
-        assert inspect.signature(fn).parameters["samples"].default == 4
+    assert EVAL_SAMPLES == 4
+    for fn in (commands.evaluate, commands.compare, cli.eval_, cli.compare):
+        assert inspect.signature(fn).parameters["samples"].default == EVAL_SAMPLES
 
 
 def test_card_sentences_are_punctuated(tmp_path):

@@ -162,7 +162,7 @@ def run_on_elsewhere(tmp_path_factory):
 
 
 def test_eval_reads_the_dataset_the_run_was_trained_on(run_on_elsewhere):
-    from guppy.eval.evaluate import evaluate
+    from guppy.eval.commands import evaluate
 
     persona, run, elsewhere = run_on_elsewhere
     assert not (run / "data").exists()

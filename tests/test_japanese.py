@@ -47,7 +47,7 @@ def test_japanese_data_is_rendered_without_spaces_and_split_leak_free(world):
 
 
 def test_the_food_word_becomes_likely_after_its_cue_and_eval_scores_it(world):
-    from guppy.eval.evaluate import evaluate
+    from guppy.eval.commands import evaluate
 
     report = evaluate(persona="medaka", samples=2)
     food = report["associations"]["food"]
@@ -69,6 +69,7 @@ def test_the_floor_says_no_more_than_the_model_it_is_the_floor_for(world, monkey
     """Random tokens are long phrases of the persona's replies and a word is found anywhere, so an
     untrained model hits by its length alone; eval cuts its replies to the trained model's, one by one."""
     from guppy.eval import evaluate as ev
+    from guppy.eval.commands import evaluate
     from guppy.eval.evaluate import eval_data_from, score_model
 
     spec = load_persona("medaka").spec
@@ -88,7 +89,7 @@ def test_the_floor_says_no_more_than_the_model_it_is_the_floor_for(world, monkey
         calls.append((kwargs.get("as_long_as"), score_model(*args, **kwargs)))
         return calls[-1][1]
     monkeypatch.setattr(ev, "score_model", recorded)
-    ev.evaluate(persona="medaka", samples=1)
+    evaluate(persona="medaka", samples=1)
     (none, model_f), (lengths, floor_f) = calls  # the model, then its floor
     assert none is None and lengths == model_f["reply_chars"]
     assert all(f <= m for a in lengths for f, m in zip(floor_f["reply_chars"][a], lengths[a], strict=True))
@@ -151,7 +152,7 @@ def test_transformers_greedy_ids_equal_guppys_sampler_on_a_japanese_prompt(world
 
 
 def test_compare_scores_the_japanese_persona_against_an_english_one(world):
-    from guppy.eval.evaluate import compare
+    from guppy.eval.commands import compare
     from guppy.train.trainer import train
 
     write_persona(world)  # the English mini fish beside it, trained briefly

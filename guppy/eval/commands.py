@@ -46,8 +46,9 @@ def load_eval_data(paths: RunPaths, persona: str, data: Path | None = None) -> E
             return eval_data_from(dd)
     if own.exists():
         return eval_data_from(load_conversations(own))
-    raise GuppyError(f"{trained_on}: no dataset of persona {persona}; the evaluator needs its test split "
-                     f"(run `guppy generate-data {persona}`, or pass --data)")
+    recorded = " (the dataset train_config.json records)" if trained_on != paths.data else ""
+    raise GuppyError(f"{trained_on}: no dataset{recorded}; the evaluator needs its test split "
+                     f"(run `guppy generate-data {persona}`, train again with --data, or pass --data)")
 
 
 def check_persona(spec, path) -> None:

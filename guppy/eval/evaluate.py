@@ -44,7 +44,8 @@ from guppy.model.sampler import complete
 from guppy.eval.turns import chat_prompts, drift, run_chats, turn_figures
 
 MAX_HELD_OUT = 24  # held-out prompts per association: enough for a stable rate, quick on a CPU
-ON_TOPIC_SAMPLES = 1  # replies per held-out prompt of every topic (guppy: 65 topics x 6 prompts)
+ON_TOPIC_REPLIES = 120  # at least this many replies to every topic's held-out prompts, up to 4 a prompt
+# (guppy: 65 topics x 6 prompts, one reply each; a persona of two topics and 30 held-out prompts: 4 each)
 CEILING_PER_TOPIC = 60  # test replies per topic for the on-topic and novelty ceilings
 
 
@@ -213,13 +214,15 @@ def persona_score(model_f: dict, floor_f: dict, ceiling_f: dict) -> tuple[float,
 
 def answer_figures(reply_fn, spec: Persona, data: EvalData, *, seed: int, classifier=None) -> dict:
     """On topic and novelty, from the replies `reply_fn(prompts) -> replies` gives to the held-out prompts of
-    every topic (ON_TOPIC_SAMPLES each). reply_fn is a model's sampler, or anything else that answers (the
+    every topic (see ON_TOPIC_REPLIES). reply_fn is a model's sampler, or anything else that answers (the
     evaluator's tests ask a parrot that looks replies up in the training data)."""
-    pairs = [pair for pair in held_out_prompts(data.test_by_topic, seed) for _ in range(ON_TOPIC_SAMPLES)]
+    asked = held_out_prompts(data.test_by_topic, seed)
+    samples = min(4, -(-ON_TOPIC_REPLIES // max(1, len(asked))))
+    pairs = [pair for pair in asked for _ in range(samples)]
     replies = reply_fn([p for _, p in pairs])
     test = [(t, c[-1]["content"]) for t, convs in sorted(data.test_by_topic.items()) for c in convs[:CEILING_PER_TOPIC]]
     novelty = novelty_figures(replies, data.train_replies, data.train_sentences)
-    novelty["ci"] = mean_ci(per_prompt(novelty.pop("_copied"), ON_TOPIC_SAMPLES), seed)
+    novelty["ci"] = mean_ci(per_prompt(novelty.pop("_copied"), samples), seed)
     novelty["ci"] = [round(1 - novelty["ci"][1], 4), round(1 - novelty["ci"][0], 4)]  # of novel = 1 - copied
     ceiling_novelty = novelty_figures([r for _, r in test], data.train_replies, data.train_sentences)
     ceiling_novelty.pop("_copied")

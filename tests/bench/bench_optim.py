@@ -28,7 +28,7 @@ JOB = """
 import json, sys, time, torch
 sys.path.insert(0, {root!r})
 torch.set_num_threads({threads})
-from guppy.eval.evaluate import evaluate
+from guppy.eval.commands import evaluate
 from guppy.train.trainer import train
 job = json.loads({job!r})
 persona = job.get("persona", "guppy")
