@@ -15,10 +15,10 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from guppy.config import EVAL_SAMPLES
+from guppy.config import CHAT, EVAL_SAMPLES, GENERATE
 from guppy.errors import GuppyError
-from pipeline.cli_shared import (OverwriteOpt, PersonaArg, RunOpt, SeedOpt, console, err_console, new_app,
-                                 print_warnings)
+from pipeline.cli_shared import (OverwriteOpt, PersonaArg, RunOpt, SeedOpt, console, err_console, given, new_app,
+                                 print_generate_report, train_options)
 from pipeline.persona_cli import persona_app
 
 
@@ -45,12 +45,12 @@ def _quiet_datasets() -> None:
 @app.command("generate-data")
 def generate_data(
     persona: PersonaArg,
-    n: Annotated[int, typer.Option("--n", help="How many conversations to generate.")] = 60_000,
+    n: Annotated[int, typer.Option("--n", help="How many conversations to generate.")] = GENERATE.n,
     seed: SeedOpt = 0,
     out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: runs/PERSONA/data.")] = None,
-    test_size: Annotated[float, typer.Option(help="Share of conversations held out for the test split.")] = 0.05,
-    num_proc: Annotated[int, typer.Option(help="Processes rendering (and checking) conversations in parallel; 2 suits a 2-core laptop, 1 uses no extra processes. The data is the same either way.")] = 2,
-    format: Annotated[str, typer.Option("--format", help="arrow (save_to_disk), jsonl or parquet.")] = "arrow",
+    test_size: Annotated[float, typer.Option(help="Share of conversations held out for the test split.")] = GENERATE.test_size,
+    num_proc: Annotated[int, typer.Option(help="Processes rendering (and checking) conversations in parallel; 2 suits a 2-core laptop, 1 uses no extra processes. The data is the same either way.")] = GENERATE.num_proc,
+    format: Annotated[str, typer.Option("--format", help="arrow (save_to_disk), jsonl or parquet.")] = GENERATE.format,
     overwrite: OverwriteOpt = False,
     drop_violations: Annotated[bool, typer.Option("--drop-violations", help="Leave out conversations whose replies break the persona's style, instead of failing; the card counts them.")] = False,
 ):
@@ -73,71 +73,7 @@ def generate_data(
     print_generate_report(report)
 
 
-def print_generate_report(report) -> None:
-    print_warnings(report.warnings)
-    table = Table("", "", title=f"{report.persona} -> {report.out}", show_header=False)
-    for label, value in [
-        ("conversations", f"{report.rows:,} ({report.train:,} train, {report.test:,} test)"),
-        ("unique user prompts", f"{report.unique_prompts:,}"),
-        ("unique replies", f"{report.unique_replies:,}"),
-        ("rendered / duplicates dropped", f"{report.rendered:,} / {report.duplicates_dropped:,}"),
-        ("replies in style", f"{report.style_share:.1%}"
-         + (f" ({report.style_dropped:,} conversations out of style dropped)" if report.style_dropped else "")),
-        ("time", f"{report.seconds:.2f} s"),
-    ]:
-        table.add_row(label, value)
-    console.print(table)
-    assoc = Table("association", "share of its topics' replies that show it", title="associations in the data")
-    for name, share in report.association_share.items():
-        assoc.add_row(name, f"{share:.1%}")
-    console.print(assoc)
-    topics = Table("topic", "rows", "topic", "rows", "topic", "rows", title="per topic")
-    items = list(report.per_topic.items())
-    for i in range(0, len(items), 3):
-        cells = [c for t, k in items[i:i + 3] for c in (t, f"{k:,}")]
-        topics.add_row(*cells, *[""] * (6 - len(cells)))
-    console.print(topics)
-    for topic, lacking in report.short_topics.items():
-        err_console.print(f"[yellow]warning:[/] topic '{topic}' made {lacking} fewer unique conversations than "
-                          "asked: its template cannot reach the requested size (add variety or lower its weight)")
-
-
 # ---------------------------------------------------------------------------------- model
-
-def train_options(command):
-    """Give `command` one option per TrainConfig field (guppy/config.py), named for the field and with
-    its description as the help, so a new field is one edit there. The command receives them as
-    **config, None where the user gave none (the preset's value, or the field's default, then holds)."""
-    import inspect
-    import types
-    from typing import Literal, Union, get_args, get_origin
-
-    from guppy.config import TrainConfig
-    from guppy.presets import PRESETS, preset_help
-
-    options = []
-    fields = TrainConfig.model_fields
-    for name in ["preset", *(f for f in fields if f != "preset")]:
-        field, kind = fields[name], fields[name].annotation
-        if get_origin(kind) in (Union, types.UnionType):  # float | None
-            kind = next(a for a in get_args(kind) if a is not type(None))
-        help = field.description
-        if name == "preset":
-            kind, help = Literal[tuple(PRESETS)], f"{help} {preset_help()}. (default: tiny)"
-        elif name in PRESETS["tiny"]:
-            help += " (default: the preset's)"  # round brackets: rich would read [...] as markup
-        elif field.default is not None:
-            help += f" (default: {field.default})"
-        options.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                         annotation=Annotated[Optional[kind], typer.Option(help=help)]))
-    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
-    command.__signature__ = inspect.Signature(own + options)
-    return command
-
-
-def given(config: dict) -> dict:
-    return {k: v for k, v in config.items() if v is not None}
-
 
 @app.command()
 @train_options
@@ -173,11 +109,11 @@ def chat(
     persona: PersonaArg,
     run: RunOpt = None,
     prompt: Annotated[Optional[str], typer.Option(help="Answer this one message and exit, instead of chatting.")] = None,
-    temperature: Annotated[float, typer.Option(help="Randomness of replies; 0 always picks the likeliest token.")] = 0.8,
-    top_k: Annotated[Optional[int], typer.Option(help="Sample only from the k likeliest tokens.")] = None,
-    top_p: Annotated[float, typer.Option(help="Sample only from the likeliest tokens that make up this probability.")] = 0.95,
+    temperature: Annotated[float, typer.Option(help="Randomness of replies; 0 always picks the likeliest token.")] = CHAT.temperature,
+    top_k: Annotated[Optional[int], typer.Option(help="Sample only from the k likeliest tokens.")] = CHAT.top_k,
+    top_p: Annotated[float, typer.Option(help="Sample only from the likeliest tokens that make up this probability.")] = CHAT.top_p,
     seed: Annotated[Optional[int], typer.Option(help="Random seed; the same seed gives the same reply.")] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Longest reply, in tokens.")] = 64,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest reply, in tokens.")] = CHAT.max_new_tokens,
 ):
     """Talk to a trained persona (type quit, or press Ctrl-D, to leave)."""
     from guppy.model.chat import chat as run_chat
@@ -192,7 +128,7 @@ def inspect(
     prompt: Annotated[str, typer.Option(help="The message to answer and inspect.")],
     run: RunOpt = None,
     seed: SeedOpt = 0,
-    temperature: Annotated[float, typer.Option(help="Randomness of the reply (top-p 0.95, as guppy chat); 0 always picks the likeliest token.")] = 0.0,
+    temperature: Annotated[float, typer.Option(help=f"Randomness of the reply (top-p {CHAT.top_p}, as guppy chat); 0 always picks the likeliest token.")] = 0.0,
     layer: Annotated[int, typer.Option(help="Layer whose four attention steps to draw (from 0).")] = 0,
     head: Annotated[int, typer.Option(help="Head of that layer (from 0).")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Report folder. Default: runs/PERSONA/inspect.")] = None,
@@ -320,30 +256,19 @@ def runs(
 @train_options
 def run_all(
     persona: Annotated[str, typer.Argument(help="Persona name or YAML path.")] = "guppy",
-    n: Annotated[int, typer.Option("--n", min=1, help="Conversations to generate.")] = 60_000,
+    n: Annotated[int, typer.Option("--n", min=1, help="Conversations to generate.")] = GENERATE.n,
     **config,
 ):
     """Everything, end to end: generate-data -> train -> eval -> a few sample replies, with the time of each."""
     import time
 
-    from guppy.config import resolve_config
     from guppy.model.chat import sample_replies
-    from guppy.store.atomic import check_output
-    from guppy.store.paths import RunPaths
     from guppy.train.trainer import train as run_train
-    from pipeline.generate import check_generate_options
-    from guppy.spec.personas import load_persona
 
     _quiet_datasets()
     config = given(config)
     seed = config.get("seed", 0)
-    name = load_persona(persona).name
-    # Every option and output checked before step 1 replaces runs/PERSONA/data
-    check_generate_options(n=n, seed=seed, test_size=0.05, num_proc=2, fmt="arrow")
-    resolve_config(**config)
-    paths = RunPaths.for_persona(name)
-    for target, kind in ((paths.root, "run"), (paths.data, "dataset"), (paths.eval, "eval")):
-        check_output(target, kind)
+    name = check_run_all(persona, n=n, seed=seed, config=config)
     seconds, clock = {}, time.perf_counter()
 
     def lap(stage: str) -> None:
@@ -351,12 +276,11 @@ def run_all(
         seconds[stage], clock = time.perf_counter() - clock, time.perf_counter()
 
     console.rule(f"[bold]1/4[/] generate data: {name}")
-    generate_data(persona=persona, n=n, seed=seed, out=None, test_size=0.05, num_proc=2, format="arrow", overwrite=True,
-                  drop_violations=False)
+    generate_data(persona=persona, n=n, seed=seed, out=None, test_size=GENERATE.test_size, num_proc=GENERATE.num_proc,
+                  format=GENERATE.format, overwrite=True, drop_violations=False)
     lap("generate")
     console.rule(f"[bold]2/4[/] train: preset {config.get('preset', 'tiny')}")
-    summary = run_train(persona=persona, overwrite=True, **config)
-    console.print(summary_table("trained", summary))
+    console.print(summary_table("trained", run_train(persona=persona, overwrite=True, **config)))
     lap("train")
     console.rule("[bold]3/4[/] evaluate")
     report = eval_(persona=persona, run=None, samples=EVAL_SAMPLES, seed=seed)
@@ -369,6 +293,24 @@ def run_all(
     console.print(f"[bold]{name}: persona score {report['persona_score']:.2f}[/] (0 = an untrained model, 1 = its training data)")
     for prompt, reply in replies:
         console.print(f"[dim]you:[/] {prompt}\n[bold]{name}:[/] {reply}")
+
+
+def check_run_all(persona: str, *, n: int, seed: int, config: dict) -> str:
+    """Every option and output of `guppy run` checked before step 1 replaces runs/PERSONA/data; the persona's name."""
+    from guppy.config import resolve_config
+    from guppy.spec.personas import load_persona
+    from guppy.store.atomic import check_output
+    from guppy.store.paths import RunPaths
+    from pipeline.generate import check_generate_options
+
+    name = load_persona(persona).name
+    check_generate_options(n=n, seed=seed, test_size=GENERATE.test_size, num_proc=GENERATE.num_proc,
+                           fmt=GENERATE.format)
+    resolve_config(**config)
+    paths = RunPaths.for_persona(name)
+    for target, kind in ((paths.root, "run"), (paths.data, "dataset"), (paths.eval, "eval")):
+        check_output(target, kind)
+    return name
 
 
 @app.command()

@@ -29,12 +29,19 @@ def check_number(name: str, value, *, ge=None, gt=None, le=None, lt=None) -> Non
         raise GuppyError(f"{name} {value}: must be {' and '.join(say for b, _, say in bounds if b is not None)}")
 
 
+def check_prompt(text: str, name: str = "--prompt") -> str:
+    """A message to answer: not empty (a model asked nothing still answers something, which proves nothing)."""
+    if not text.strip():
+        raise GuppyError(f"{name}: empty; give the message to answer")
+    return text
+
+
 def check_sampling(*, temperature: float, top_k: int | None, top_p: float | None, max_new_tokens: int,
                    seed: int | None = None) -> None:
     """The sampler's knobs: a negative temperature or top-p of 0 would sample garbage, not fail."""
     check_number("--temperature", temperature, ge=0, le=100)
     if top_k is not None:
-        check_number("--top-k", top_k, ge=1)
+        check_number("--top-k", top_k, ge=1, le=1 << 20)  # the largest vocabulary guppy builds
     if top_p is not None:
         check_number("--top-p", top_p, gt=0, le=1)
     check_number("--max-new-tokens", max_new_tokens, ge=1, le=1_000_000)

@@ -22,6 +22,19 @@ EVAL_SAMPLES = 4
 MAX_PARAMS = 2_000_000_000  # a config read back from a stranger's checkpoint must not allocate ~8 GB
 
 
+class Generate(BaseModel):
+    """`guppy generate-data`'s defaults, stated once (`guppy run` generates with them too)."""
+    model_config = ConfigDict(frozen=True)
+
+    n: int = 60_000
+    test_size: float = 0.05
+    num_proc: int = 2  # a 2-core laptop; the data is the same for any number
+    format: Literal["arrow", "jsonl", "parquet"] = "arrow"
+
+
+GENERATE = Generate()
+
+
 class Shape(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -68,20 +81,21 @@ class TrainConfig(Shape):
     lr: float = Field(gt=0, le=10, allow_inf_nan=False, description="Peak learning rate, reached after the warmup.")
     min_lr: float | None = Field(None, ge=0, allow_inf_nan=False,
                                  description="Learning rate at the end of the cosine; lr/10 when neither the preset nor you set it.")
-    warmup_steps: int = Field(ge=0, description="Steps of linear warmup from 0 to lr.")
+    warmup_steps: int = Field(ge=0, le=10_000_000, description="Steps of linear warmup from 0 to lr.")
     weight_decay: float = Field(0.1, ge=0, le=10, allow_inf_nan=False,
                                 description="Decoupled weight decay on matrices and embeddings.")
     beta2: float = Field(0.99, gt=0, lt=1, description="AdamW's beta2 (beta1 is 0.9).")
-    grad_clip: float = Field(1.0, ge=0, allow_inf_nan=False, description="Clip the gradient norm to this; 0 turns clipping off.")
-    eval_every: int = Field(gt=0, description="Steps between held-out evaluations and checkpoints.")
+    grad_clip: float = Field(1.0, ge=0, le=1e6, allow_inf_nan=False, description="Clip the gradient norm to this; 0 turns clipping off.")
+    eval_every: int = Field(gt=0, le=10_000_000, description="Steps between held-out evaluations and checkpoints.")
     eval_batches: int = Field(gt=0, le=10_000, description="Batches of the test split in each held-out evaluation.")
-    log_every: int = Field(gt=0, description="Steps between training-loss logs; must divide eval_every.")
+    log_every: int = Field(gt=0, le=10_000_000, description="Steps between training-loss logs; must divide eval_every.")
     seed: int = Field(0, ge=0, lt=2**63, description="Random seed: the same seed and config give the same loss curve.")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto picks cuda, then mps, then cpu.")
     compile: Literal["auto", "on", "off"] = Field("auto", description=(
         "torch.compile: auto compiles on CUDA for runs of 10,000 steps or more (where it pays back), never on CPU."))
     vocab_size: int = Field(4096, ge=300, le=262_144, description="Tokens the tokenizer may learn (a small corpus yields fewer).")
-    test_size: float = Field(0.05, gt=0, lt=1, description="Held-out share when a dataset file has no test split.")
+    test_size: float = Field(GENERATE.test_size, gt=0, lt=1,
+                             description="Held-out share when a dataset file has no test split.")
 
     @model_validator(mode="before")
     @classmethod
@@ -104,6 +118,32 @@ class TrainConfig(Shape):
 
     def shape(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(vocab_size=vocab_size, **self.model_dump(include=set(Shape.model_fields)))
+
+
+class Sampling(BaseModel):
+    """How a reply is sampled, stated once: `guppy chat`'s defaults, which every command that shows a
+    reply uses (run, runs --prompt, inspect with --temperature > 0, the exported generation_config and
+    playground)."""
+    model_config = ConfigDict(frozen=True)
+
+    temperature: float = 0.8
+    top_k: int | None = None
+    top_p: float | None = 0.95
+    max_new_tokens: int = 64
+
+
+CHAT = Sampling()
+
+
+def preset_defaults(field: str) -> str:
+    """What a field is when not given, per preset where they differ: "whole" or "tiny whole, guppy stream"."""
+    def show(value) -> str:
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    values = {name: show(getattr(TrainConfig(preset=name), field)) for name in PRESETS}
+    if len(set(values.values())) == 1:
+        return next(iter(values.values()))
+    return ", ".join(f"{name} {value}" for name, value in values.items())
 
 
 def resolve_config(preset: str = "tiny", **overrides) -> TrainConfig:

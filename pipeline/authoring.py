@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from guppy.checks import SEED_MAX, check_number
 from guppy.errors import GuppyError
 from guppy.spec.persona import Identity, Persona
 from guppy.spec.style import conversation_violations, violations
@@ -109,7 +110,7 @@ def persona_schema() -> dict:
 
 
 def write_schema(path: Path) -> Path:
-    with atomic_file(path) as tmp:
+    with atomic_file(path, kind="schema") as tmp:
         tmp.write_text(json.dumps(persona_schema(), indent=2) + "\n", encoding="utf-8")
     return path
 
@@ -180,6 +181,8 @@ class Sample:
 def sample_persona(persona: str | Path, *, topic: str | None = None, n: int = 10, seed: int = 0) -> tuple[LoadedPersona, list[Sample]]:
     """`n` rendered conversations (of one topic, or of topics drawn by weight), each with its style
     violations located in the templates."""
+    check_number("--n", n, ge=1, le=100_000)
+    check_number("--seed", seed, ge=0, le=SEED_MAX)
     loaded = load_persona(persona)
     spec = loaded.spec
     if topic is not None and topic not in spec.topics:

@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from guppy.errors import GuppyError
 
@@ -52,3 +53,65 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the out
 def print_warnings(warnings: list[str]) -> None:
     for line in warnings:
         err_console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+
+
+def train_options(command):
+    """Give `command` one option per TrainConfig field (guppy/config.py), named for the field and with
+    its description as the help, so a new field is one edit there. The command receives them as
+    **config, None where the user gave none (the preset's value, or the field's default, then holds).
+    The help says each default as the presets make it (guppy/config.py: preset_defaults)."""
+    import inspect
+    import types
+    from typing import Literal, Union, get_args, get_origin
+
+    from guppy.config import TrainConfig, preset_defaults
+    from guppy.presets import PRESETS, preset_help
+
+    options = []
+    fields = TrainConfig.model_fields
+    for name in ["preset", *(f for f in fields if f != "preset")]:
+        field, kind = fields[name], fields[name].annotation
+        if get_origin(kind) in (Union, types.UnionType):  # float | None
+            kind = next(a for a in get_args(kind) if a is not type(None))
+        if name == "preset":
+            kind, help = Literal[tuple(PRESETS)], f"{field.description} {preset_help()}. (default: {field.default})"
+        else:  # round brackets: rich would read [...] as markup
+            help = f"{field.description} (default: {preset_defaults(name)})"
+        options.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                         annotation=Annotated[Optional[kind], typer.Option(help=help)]))
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    command.__signature__ = inspect.Signature(own + options)
+    return command
+
+
+def given(config: dict) -> dict:
+    return {k: v for k, v in config.items() if v is not None}
+
+
+def print_generate_report(report) -> None:
+    print_warnings(report.warnings)
+    table = Table("", "", title=f"{report.persona} -> {report.out}", show_header=False)
+    for label, value in [
+        ("conversations", f"{report.rows:,} ({report.train:,} train, {report.test:,} test)"),
+        ("unique user prompts", f"{report.unique_prompts:,}"),
+        ("unique replies", f"{report.unique_replies:,}"),
+        ("rendered / duplicates dropped", f"{report.rendered:,} / {report.duplicates_dropped:,}"),
+        ("replies in style", f"{report.style_share:.1%}"
+         + (f" ({report.style_dropped:,} conversations out of style dropped)" if report.style_dropped else "")),
+        ("time", f"{report.seconds:.2f} s"),
+    ]:
+        table.add_row(label, value)
+    console.print(table)
+    assoc = Table("association", "share of its topics' replies that show it", title="associations in the data")
+    for name, share in report.association_share.items():
+        assoc.add_row(name, f"{share:.1%}")
+    console.print(assoc)
+    topics = Table("topic", "rows", "topic", "rows", "topic", "rows", title="per topic")
+    items = list(report.per_topic.items())
+    for i in range(0, len(items), 3):
+        cells = [c for t, k in items[i:i + 3] for c in (t, f"{k:,}")]
+        topics.add_row(*cells, *[""] * (6 - len(cells)))
+    console.print(topics)
+    for topic, lacking in report.short_topics.items():
+        err_console.print(f"[yellow]warning:[/] topic '{topic}' made {lacking} fewer unique conversations than "
+                          "asked: its template cannot reach the requested size (add variety or lower its weight)")

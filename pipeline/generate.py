@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Literal, NamedTuple
 
 from guppy.checks import SEED_MAX, check_number
+from guppy.config import GENERATE
 from guppy.data.format import FORMATS, data_file, features
 from guppy.errors import GuppyError
 from guppy.spec.style import conversation_violations
@@ -304,8 +305,9 @@ def save(dataset, persona: LoadedPersona, report: GenerateReport, *, seed: int, 
         write_card(tmp / "README.md", dataset, persona, report, seed=seed, test_size=test_size, fmt=fmt)
 
 
-def generate_data(*, persona: str | Path, n: int = 60_000, seed: int = 0, out: Path | None = None,
-                  test_size: float = 0.05, num_proc: int = 1, fmt: Format = "arrow", overwrite: bool = False,
+def generate_data(*, persona: str | Path, n: int = GENERATE.n, seed: int = 0, out: Path | None = None,
+                  test_size: float = GENERATE.test_size, num_proc: int = 1, fmt: Format = GENERATE.format,
+                  overwrite: bool = False,
                   drop_violations: bool = False, on_progress: Callable[[int], None] = lambda k: None,
                   on_total: Callable[[int], None] = lambda k: None) -> GenerateReport:
     started = time.perf_counter()

@@ -134,7 +134,7 @@ def persona_validate(
     from guppy.spec.personas import list_personas
 
     problems = []
-    for name in [persona] if persona else list_personas():
+    for name in [persona] if persona is not None else list_personas():  # "" is load_persona's to refuse
         try:
             p = validate_persona(name)
             print_warnings(persona_warnings(p))

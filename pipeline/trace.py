@@ -13,7 +13,7 @@ import re
 import sys
 from dataclasses import dataclass
 
-from guppy.spec.persona import contains_any
+from guppy.spec.language import contains_any
 from guppy.spec.personas import LoadedPersona
 from guppy.spec.style import Violation, conversation_violations
 from pipeline.pools import display_path

@@ -65,6 +65,13 @@ def one_line_error(result, *needles):
     assert all(n in lines[0] for n in needles), result.output
 
 
+def weights_differ_by(a: dict, b: dict) -> float:
+    """The largest relative difference of two state dicts, tensor by tensor: ||a - b|| / ||b||. Scaled to
+    the weights, so float noise (summation order, which changes with the thread count and the machine)
+    stays a small share of it wherever it runs, while a wrong gradient moves it by tens of percents."""
+    return max(((a[k].double() - b[k].double()).norm() / b[k].double().norm().clamp(min=1e-12)).item() for k in b)
+
+
 @pytest.fixture
 def mini(tmp_path) -> Path:
     return write_persona(tmp_path)
@@ -85,3 +92,12 @@ def mini_gelu_run(tmp_path_factory) -> Path:
     from tests.trained import train_mini
 
     return train_mini(tmp_path_factory.mktemp("mini-gelu-run"), activation="gelu")
+
+
+@pytest.fixture(scope="session")
+def medaka_world(tmp_path_factory) -> Path:
+    """A folder with the Japanese persona medaka and its trained run (tests/trained.py), shared by
+    test_japanese and the Japanese playground test."""
+    from tests.trained import train_medaka
+
+    return train_medaka(tmp_path_factory.mktemp("ja"))

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from cli import app
 from guppy.errors import GuppyError
-from guppy.spec.persona import Style, phrases_pattern
+from guppy.spec.language import phrases_pattern
+from guppy.spec.persona import Style
 from guppy.spec.style import violations
 from pipeline.authoring import new_persona, persona_schema, sample_persona, validate_persona
 from pipeline.blank import COMMON_POOLS
@@ -180,10 +181,12 @@ def test_sample_marks_violations_inline_with_template_and_line(tmp_path, monkeyp
 
 def test_sample_with_the_same_seed_shows_what_generate_data_renders(tmp_path):
     path = write_persona(tmp_path)
-    _, samples = sample_persona(path, topic="mood", n=50, seed=7)
     generate_data(persona=path, n=300, seed=7, out=tmp_path / "data")
     rendered = set(replies(tmp_path / "data"))
-    assert any(s.conversation[-1][1] in rendered for s in samples)
+    _, samples = sample_persona(path, topic="mood", n=20, seed=7)
+    assert all(s.conversation[-1][1] in rendered for s in samples)  # the same conversations, not a few by chance
+    _, others = sample_persona(path, topic="mood", n=20, seed=8)
+    assert not all(s.conversation[-1][1] in rendered for s in others)  # another seed: other conversations
 
 
 # ---------------------------------------------------------------------- errors a writer can act on

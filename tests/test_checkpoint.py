@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,15 +48,33 @@ def test_round_trip_gives_the_same_model_and_stores_the_tied_head_once(tmp_path,
     assert loaded.lm_head.weight is loaded.transformer.wte.weight  # still tied after loading
 
 
-def test_loading_never_unpickles(tmp_path, tokenizer, monkeypatch):
+AUDIT: list | None = None  # while a list, the audit hook below records into it
+
+
+def _audit(event: str, args: tuple) -> None:
+    if AUDIT is not None and event in ("open", "pickle.find_class"):
+        AUDIT.append((event, str(args[0])))
+
+
+sys.addaudithook(_audit)  # hooks cannot be removed: it records only while AUDIT is a list
+
+
+def test_loading_never_unpickles(tmp_path, tokenizer):
+    """Python's audit events see every file Python opens and every global a pickle would load, whatever
+    API does it (torch.load, pickle, numpy): loading a checkpoint opens only its JSON and safetensors
+    (safetensors reads those without pickle), and unpickles nothing."""
+    global AUDIT
     save(tmp_path / "ckpt", small_model(tokenizer), tokenizer)
-
-    def refuse(*a, **k):
-        raise AssertionError("torch.load (pickle) was called")
-
-    monkeypatch.setattr(torch, "load", refuse)
-    load_model(tmp_path / "ckpt")
-    assert {p.suffix for p in (tmp_path / "ckpt").iterdir()} <= {".safetensors", ".json"}
+    torch.save({"a": torch.zeros(1)}, tmp_path / "ckpt" / "pytorch_model.bin")  # a pickle it must leave alone
+    AUDIT = []
+    try:
+        load_model(tmp_path / "ckpt")
+        events = AUDIT
+    finally:
+        AUDIT = None
+    assert not [e for e in events if e[0] == "pickle.find_class"], events
+    opened = {Path(p).name for e, p in events if e == "open" and str(tmp_path) in p}
+    assert opened and all(name.endswith((".json", ".safetensors")) for name in opened), opened
 
 
 def test_a_run_folder_loads_its_best_checkpoint_else_its_last(tmp_path, tokenizer):

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.conftest import weights_differ_by
 from guppy.train.trainer import train
 from tests.test_data import save_corpus
 from tests.test_train import FAST, MICRO, ROOT, losses, micro_preset  # noqa: F401 (fixture)
@@ -49,6 +50,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, optimizer)
     assert not list((tmp_path / "ddp").glob("ckpt/.*")), "only rank 0 writes, and it finishes what it writes"
     a = load_file(str(tmp_path / "ddp" / "ckpt" / "last" / "model.safetensors"))
     b = load_file(str(tmp_path / "one" / "ckpt" / "last" / "model.safetensors"))
-    # Floating-point noise alone (1 vs 2 threads) moves weights ~1e-4 in 20 steps at lr 1e-2;
-    # averaging per-rank mean losses instead (the classic DDP mistake) moves them ~6e-2.
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-3
+    # Compared relative to the weights, so the bound does not depend on the thread count: float noise measured
+    # 2.4e-3 (AdamW) and 2.7e-4 (Muon) of them at 1 and at 2 threads; averaging per-rank mean losses instead
+    # (the classic DDP mistake) moves weights ~6e-2, about their own size.
+    assert weights_differ_by(a, b) < 1e-2

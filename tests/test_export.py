@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import transformers
 import yaml
-from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
 from cli import app
@@ -28,25 +26,19 @@ from guppy.model.sampler import generate
 from guppy.store.paths import RunPaths
 from tests.conftest import write_persona
 
+transformers = pytest.importorskip("transformers", reason="needs the hf extra: pip install 'guppy-persona[hf]'")
+AutoModelForCausalLM, AutoTokenizer = transformers.AutoModelForCausalLM, transformers.AutoTokenizer
 runner = CliRunner()
 CHAT = [{"role": "user", "content": "are you hungry now"}]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """runs/mini: 400 generated conversations and the tiny preset trained 40 steps at a pinned lr (so
-    tuning the preset cannot break it): enough to answer in words and end its turn (fewer steps
-    answer "....", which proves little)."""
-    from guppy.train.trainer import train
-    from pipeline.generate import generate_data
-
-    root = tmp_path_factory.mktemp("export")
-    persona = write_persona(root)
-    run = root / "runs" / "mini"
-    generate_data(persona=persona, n=400, out=run / "data")
-    train(persona=str(persona), out=run, preset="tiny", max_steps=40, batch_size=16, lr=4e-3, warmup_steps=2,
-          eval_every=30, eval_batches=1, log_every=10, vocab_size=400, device="cpu", progress=False)
-    return run
+def run(mini_run, tmp_path_factory) -> Path:
+    """A copy of the session's trained mini run (tests/trained.py), so that exports to the default
+    folders (runs/mini/hf, hf-dataset) stay in this module's own tmp folder."""
+    copy = tmp_path_factory.mktemp("export") / "runs" / "mini"
+    shutil.copytree(mini_run, copy, ignore=shutil.ignore_patterns("hf", "hf-dataset", "onnx", "web", "inspect"))
+    return copy
 
 
 @pytest.fixture(scope="module")
@@ -217,15 +209,3 @@ def fake_report() -> dict:
     return {"headline": "persona 0.42 [0.30-0.50] · on-topic 0.61 · novel 97% · 4th turn 0.90 of the 1st",
             "persona_score": 0.42, "associations": {"food": {"hit_rate": {"model": 0.4, "floor": 0.05, "ceiling": 0.9}}},
             "bits_per_byte": {"model": 1.234, "floor": 8.0}, "style": {"model": {"all": 0.8}, "ceiling": {"all": 1.0}}}
-
-
-def test_guppy_does_not_import_transformers():
-    """transformers is optional: no guppy module imports it (the export writes plain JSON + safetensors)."""
-    import subprocess
-
-    code = ("import importlib, pkgutil, sys, cli, guppy, pipeline\n"
-            "for pkg in (guppy, pipeline):\n"
-            "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
-            "        importlib.import_module(m.name)\n"
-            "sys.exit('transformers' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1]).returncode == 0

@@ -152,6 +152,14 @@ def test_any_exception_a_template_raises_is_one_line(tmp_path):
         r.render("mood", 0)
 
 
-def test_real_templates_are_far_inside_the_budget(tmp_path):
-    r = renderer_for(tmp_path, MOOD, seconds=2.0)
-    assert all(r.render(topic, i) for topic in MINI_PERSONA["topics"] for i in range(200))
+@pytest.mark.parametrize("persona", ["guppy", "kingyo", "mini"])
+def test_real_templates_are_far_inside_the_budget(tmp_path, persona):
+    """Every topic of the shipped personas renders within a budget 100x tighter than the product's in time
+    and 30x in characters: the limits catch runaways, never a real template."""
+    default = RenderBudget()
+    tight = RenderBudget(seconds=default.seconds / 100, chars=default.chars // 30)
+    loaded = load_persona(write_persona(tmp_path) if persona == "mini" else persona)
+    r = Renderer(loaded, seed=0, budget=tight)
+    for topic in loaded.spec.topics:
+        for i in range(40):
+            assert r.render(topic, i), (topic, i)

@@ -142,5 +142,5 @@ def test_a_folder_it_did_not_write_is_kept(run, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     result = runner.invoke(app, ["inspect", "mini", "--run", str(run), "--prompt", "hi", "--out", str(tmp_path / "mine")])
-    one_line_error(result, "not written by guppy inspect")
+    one_line_error(result, "not a folder Guppy made")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"

@@ -18,7 +18,6 @@ from guppy.model.checkpoint import load_model
 from guppy.model.sampler import complete, generate
 from guppy.spec.personas import load_persona
 from tests.conftest import write_persona
-from tests.test_language import JA_PERSONA, JA_TEMPLATES
 
 runner = CliRunner()
 MICRO = dict(PRESETS["tiny"], about="tests only", n_layer=2, n_head=2, d_model=64, d_ff=256, context=64)
@@ -26,20 +25,13 @@ CUE = "おなかすいた？"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    """personas/medaka.yaml, 3,000 conversations and a micro model trained 300 steps; cwd is the folder."""
-    from guppy.train.trainer import train
-
-    root = tmp_path_factory.mktemp("ja")
-    write_persona(root, JA_PERSONA, JA_TEMPLATES)
+def world(medaka_world) -> Path:
+    """The session's medaka folder (tests/trained.py: 3,000 conversations, a micro model trained 300 steps);
+    cwd is the folder."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
+        mp.chdir(medaka_world)
         mp.setitem(PRESETS, "micro", MICRO)
-        result = runner.invoke(app, ["generate-data", "medaka", "--n", "3000"])
-        assert result.exit_code == 0, result.output
-        train(persona="medaka", preset="micro", max_steps=300, batch_size=16, lr=1e-2, min_lr=1e-3, warmup_steps=10,
-              eval_every=60, eval_batches=2, log_every=10, vocab_size=400, progress=False)
-        yield root
+        yield medaka_world
 
 
 def test_japanese_data_is_rendered_without_spaces_and_split_leak_free(world):

@@ -13,7 +13,8 @@ from cli import app
 from guppy.data.split import leak_free_split, normalize_prompt
 from guppy.model.tokenizer import train_tokenizer, vocabulary_for
 from guppy.spec.language import is_cased, is_spaced, length
-from guppy.spec.persona import Persona, Style, contains_any
+from guppy.spec.language import contains_any
+from guppy.spec.persona import Persona, Style
 from guppy.spec.personas import SHIPPED
 from tests.conftest import write_persona
 

@@ -18,10 +18,10 @@ from guppy.eval.inspect import capture
 from guppy.export.onnx import CHECK_PROMPTS, FP32, INT8, OUTPUTS, empty_past, export_onnx, onnx_greedy, session
 from guppy.model.checkpoint import load_model
 from guppy.model.sampler import generate
-from tests.test_export import one_line_error
+from tests.conftest import one_line_error
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx", reason="needs the onnx extra: pip install 'guppy-persona[onnx]'")
+pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install 'guppy-persona[onnx]'")
 runner = CliRunner()
 
 
@@ -89,14 +89,25 @@ def test_attention_output_is_the_reference_softmax(exported, ours):
     assert np.allclose(step.sum(-1), 1, atol=1e-5)
 
 
-def test_int8_copy_is_quantized_smaller_and_checked(exported):
+def test_int8_copy_is_quantized_smaller_and_checked(exported, ours):
     folder, meta = exported
     ops = {n.op_type for n in onnx.load(str(folder / INT8)).graph.node}
     assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops
     assert (folder / INT8).stat().st_size < 0.8 * (folder / FP32).stat().st_size
     check = json.loads((folder / "guppy.json").read_text())["check"]
     assert check == meta["check"] and check[INT8]["bytes"] == (folder / INT8).stat().st_size
-    assert 0 <= check[INT8]["greedy_same"] <= len(CHECK_PROMPTS) and check[INT8]["max_logit_diff"] < 5
+    # The recorded check is onnxruntime's own verdict: recount the int8 greedy replies that equal the sampler's.
+    model, tokenizer = ours
+    sess, same = session(folder / INT8), 0
+    for prompt in CHECK_PROMPTS:
+        ids = tokenizer.encode_prompt([{"role": "user", "content": prompt}])
+        want = [int(t[0]) for t in generate(model, [ids], max_new_tokens=48, temperature=0.0, stop_id=tokenizer.im_end_id)]
+        same += onnx_greedy(sess, model.config, ids, stop_id=tokenizer.im_end_id) == want
+    assert check[INT8]["greedy_same"] == same and check[INT8]["greedy_prompts"] == len(CHECK_PROMPTS)
+    # int8 rounds the matrices: the logits move, by a small share of their spread (not by all of it)
+    with torch.no_grad():
+        spread = float(model(torch.tensor([ids]))[0].std())
+    assert 0 < check[INT8]["max_logit_diff"] < spread / 4, (check[INT8]["max_logit_diff"], spread)  # measured: 0.11 of 1.6
     assert {"tokenizer.json", "tokenizer_config.json"} <= {p.name for p in folder.iterdir()}
 
 

@@ -103,12 +103,12 @@ def test_prompt_gives_each_run_the_reply_guppy_chat_gives_with_the_same_seed(two
     assert answers == [chat(persona="fish", run=r, prompt="are you hungry", seed=3) for r in runs]
     assert all(answers)
 
-    result = invoke(*map(str, runs), "--prompt", "are you hungry", "--seed", "3", "--out",
-                    str(two_runs / "chart.png"))
+    result = runner.invoke(app, ["runs", *map(str, runs), "--prompt", "are you hungry", "--seed", "3", "--out",
+                                 str(two_runs / "chart.png")], env={"COLUMNS": "1000"})  # no wrapping in columns
     assert result.exit_code == 0, result.output
     assert "you: are you hungry" in result.output
-    for answer in answers:  # rich may wrap a reply inside its column: compare the words
-        assert answer.split()[0] in result.output
+    row = next(line for line in result.output.splitlines() if answers[0] in line)
+    assert all(answer in row for answer in answers), result.output  # each whole reply, side by side
 
 
 def assert_one_line_error(result, *needles: str):

@@ -25,9 +25,9 @@ from guppy.export.web import LOADED, WEB, export_web
 from guppy.model.chat import stream_reply, trim_history
 from guppy.model.checkpoint import load_model
 from tests import browser
-from tests.test_export import one_line_error
+from tests.conftest import one_line_error
 
-pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install 'guppy-persona[onnx]'")
 runner = CliRunner()
 QUESTION = "what is the meaning of life"
 
@@ -50,11 +50,20 @@ def test_folder_has_every_file_the_page_loads_and_nothing_remote(web):
     assert f"ONNX Runtime Web v{pins['onnxruntime-web']}" in (web / "vendor" / "ort.wasm.bundle.min.mjs").read_text()[:200]
 
 
-def test_export_into_an_existing_folder_needs_overwrite(mini_run, tmp_path):
+def test_export_into_an_existing_folder_needs_overwrite(mini_run, web):
+    result = runner.invoke(app, ["export", "mini", "--run", str(mini_run), "--web", "--out", str(web)])
+    one_line_error(result, str(web), "--overwrite")
+    assert (web / "guppy.json").exists()
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_a_users_folder_holding_an_index_html_is_never_replaced(mini_run, tmp_path, overwrite):
+    """A folder holding only an index.html is somebody's page, not a web export (issue 23)."""
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "index.html").write_text("mine")
-    result = runner.invoke(app, ["export", "mini", "--run", str(mini_run), "--web", "--out", str(tmp_path / "site")])
-    one_line_error(result, str(tmp_path / "site"), "--overwrite")
+    result = runner.invoke(app, ["export", "mini", "--run", str(mini_run), "--web", "--out", str(tmp_path / "site"),
+                                 *overwrite])
+    one_line_error(result, str(tmp_path / "site"), "not a folder Guppy made")
     assert (tmp_path / "site" / "index.html").read_text() == "mine"
 
 
@@ -159,21 +168,11 @@ def test_playground_in_headless_chromium(web, mini_run, tmp_path):
 
 
 @needs_chromium
-def test_playground_speaks_japanese_as_guppy_chat_does(tmp_path, monkeypatch):
+def test_playground_speaks_japanese_as_guppy_chat_does(tmp_path, medaka_world):
     """A Japanese persona's page: the same prompt ids as Python, and the same greedy reply, typed in Japanese."""
-    from guppy.presets import PRESETS
-    from guppy.train.trainer import train
-    from tests.conftest import write_persona
-    from tests.test_japanese import CUE, MICRO
-    from tests.test_language import JA_PERSONA, JA_TEMPLATES
+    from tests.test_japanese import CUE
 
-    write_persona(tmp_path, JA_PERSONA, JA_TEMPLATES)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setitem(PRESETS, "micro", MICRO)
-    assert runner.invoke(app, ["generate-data", "medaka", "--n", "1500"]).exit_code == 0
-    train(persona="medaka", preset="micro", max_steps=60, batch_size=16, lr=1e-2, warmup_steps=10, eval_every=60,
-          eval_batches=1, log_every=10, vocab_size=400, progress=False)
-    run = tmp_path / "runs" / "medaka"
+    run = medaka_world / "runs" / "medaka"
     export_web(persona="medaka", run=run, out=tmp_path / "web")
     model, tokenizer, _ = load_model(run)
     questions = [CUE, "おやすみ、メダカ"]

@@ -1,6 +1,9 @@
-"""A tiny model trained on the mini persona, for the tests of what reads a trained run (inspect,
-ONNX, the web page): 400 conversations, 150 steps of the tiny preset at a pinned learning rate,
-after which it answers "are you hungry" with food words (at 40 steps it says "i feel.")."""
+"""The trained models the tests share, each made once per session (conftest.py's fixtures):
+    train_mini    the mini persona: 400 conversations, 150 steps of the tiny preset at a pinned learning
+                  rate, after which it answers "are you hungry" with food words (at 40 steps it says
+                  "i feel."). Read by the tests of export, inspect, ONNX, the web page, hostile options.
+    train_medaka  a Japanese persona: 3,000 conversations and a micro model trained 300 steps.
+                  Read by test_japanese and the Japanese playground test."""
 
 from __future__ import annotations
 
@@ -20,3 +23,25 @@ def train_mini(root: Path, **overrides) -> Path:
           eval_every=30, eval_batches=1, log_every=10, vocab_size=400, device="cpu", progress=False,
           **overrides)
     return run
+
+
+def train_medaka(root: Path) -> Path:
+    """personas/medaka.yaml, runs/medaka/data and runs/medaka under root; returns root."""
+    import pytest
+    from typer.testing import CliRunner
+
+    from cli import app
+    from guppy.presets import PRESETS
+    from guppy.train.trainer import train
+    from tests.test_japanese import MICRO
+    from tests.test_language import JA_PERSONA, JA_TEMPLATES
+
+    write_persona(root, JA_PERSONA, JA_TEMPLATES)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setitem(PRESETS, "micro", MICRO)
+        result = CliRunner().invoke(app, ["generate-data", "medaka", "--n", "3000"])
+        assert result.exit_code == 0, result.output
+        train(persona="medaka", preset="micro", max_steps=300, batch_size=16, lr=1e-2, min_lr=1e-3, warmup_steps=10,
+              eval_every=60, eval_batches=2, log_every=10, vocab_size=400, progress=False)
+    return root

@@ -29,11 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from guppy.checks import check_prompt, check_sampling
+from guppy.config import CHAT
 from guppy.errors import GuppyError
-from guppy.model.checkpoint import load_model, persona_name, persona_run
+from guppy.model.checkpoint import load_model
 from guppy.model.sampler import generate
-from guppy.spec.persona import phrases_pattern
-from guppy.store.atomic import atomic_dir
+from guppy.spec.language import phrases_pattern
+from guppy.spec.personas import persona_name, persona_run, run_persona
+from guppy.store.atomic import atomic_dir, check_output
 
 TOP = 5
 
@@ -76,8 +79,8 @@ def token_label(tokenizer, i: int) -> str:
     return text.replace("\n", "↵").replace(" ", "␣") or f"#{i}"
 
 
-def trace(model, tokenizer, prompt: str, *, temperature: float = 0.0, top_p: float | None = 0.95,
-          top_k: int | None = None, seed: int = 0, max_new_tokens: int = 64) -> Trace:
+def trace(model, tokenizer, prompt: str, *, temperature: float = 0.0, top_p: float | None = CHAT.top_p,
+          top_k: int | None = CHAT.top_k, seed: int = 0, max_new_tokens: int = CHAT.max_new_tokens) -> Trace:
     """Generate the reply as `guppy chat --prompt` does, then capture how it was made."""
     context = model.config.context
     prompt_ids = tokenizer.encode_prompt([{"role": "user", "content": prompt}])
@@ -116,8 +119,6 @@ def top_tokens(t: Trace, tokenizer) -> list[dict]:
 
 def persona_words(persona: str, paths) -> list[str]:
     """The words the persona's cue and concept associations expect, from the spec it was trained on."""
-    from guppy.export.hf import run_persona
-
     spec = run_persona(persona, paths)
     if spec is None:
         return []
@@ -145,14 +146,25 @@ def word_attention(t: Trace, row: int) -> np.ndarray:
     return np.stack([s["probs"][:, row, :t.n_prompt].cpu().numpy() for s in t.steps])
 
 
+def word_heads(t: Trace, word: str, row: int, weights: np.ndarray) -> dict:
+    """While writing the persona's word: how much each head looks at the prompt, and at which user words most."""
+    layers, heads = weights.shape[:2]
+    return {"word": word, "row": row, "writes": t.labels[row + 1], "heads": [
+        {"layer": li, "head": hi, "prompt_share": round(float(weights[li, hi].sum()), 4),
+         "top": [[t.labels[p], round(float(weights[li, hi, p]), 4)]
+                 for p in sorted(t.user, key=lambda p: -weights[li, hi, p])[:3]]}
+        for li in range(layers) for hi in range(heads)]}
+
+
 def inspect(*, persona: str, run: Path | None = None, prompt: str, temperature: float = 0.0, seed: int = 0,
-            layer: int = 0, head: int = 0, out: Path | None = None, max_new_tokens: int = 64) -> dict:
+            layer: int = 0, head: int = 0, out: Path | None = None, max_new_tokens: int = CHAT.max_new_tokens) -> dict:
     """Generate the reply to `prompt`, write the report folder, and return what inspect.json holds."""
     name = persona_name(persona)
     paths = persona_run(name, run)
-    out = Path(out) if out is not None else paths.root / "inspect"
-    if out.exists() and not (out / "inspect.json").exists():
-        raise GuppyError(f"{out}: exists and was not written by guppy inspect; choose another --out")
+    out = Path(out) if out is not None else paths.inspect
+    check_sampling(temperature=temperature, top_k=None, top_p=None, max_new_tokens=max_new_tokens, seed=seed)
+    check_prompt(prompt)
+    check_output(out, "inspect")  # never a user's file or folder, checked before any work
     model, tokenizer, _ = load_model(paths.root)
     c = model.config
     if not 0 <= layer < c.n_layer:
@@ -164,7 +176,7 @@ def inspect(*, persona: str, run: Path | None = None, prompt: str, temperature: 
     found = find_word(t, tokenizer, persona_words(persona, paths))
     report = {
         "persona": name, "run": str(paths.root), "prompt": prompt, "reply": t.reply, "temperature": temperature,
-        "top_p": 0.95 if temperature > 0 else None, "seed": seed, "ids": t.ids, "tokens": t.labels,
+        "top_p": CHAT.top_p if temperature > 0 else None, "seed": seed, "ids": t.ids, "tokens": t.labels,
         "prompt_tokens": t.n_prompt, "user_tokens": [t.user.start, t.user.stop], "layer": layer, "head": head,
         "head_size": c.d_model // c.n_head, "top5": top_tokens(t, tokenizer),
         "persona_word": None,
@@ -173,13 +185,8 @@ def inspect(*, persona: str, run: Path | None = None, prompt: str, temperature: 
         "charts": ["attention_grid.png", f"steps_L{layer}_H{head}.png"],
     }
     if found is not None:
-        word, row = found
-        weights = word_attention(t, row)
-        report["persona_word"] = {"word": word, "row": row, "writes": t.labels[row + 1], "heads": [
-            {"layer": li, "head": hi, "prompt_share": round(float(weights[li, hi].sum()), 4),
-             "top": [[t.labels[p], round(float(weights[li, hi, p]), 4)]
-                     for p in sorted(t.user, key=lambda p: -weights[li, hi, p])[:3]]}
-            for li in range(c.n_layer) for hi in range(c.n_head)]}
+        weights = word_attention(t, found[1])
+        report["persona_word"] = word_heads(t, *found, weights)
         report["charts"].append("persona_word.png")
 
     from guppy.eval import inspect_charts as charts

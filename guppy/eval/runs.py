@@ -18,7 +18,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from guppy.errors import GuppyError
-from guppy.store.atomic import atomic_file
+from guppy.checks import SEED_MAX, check_number, check_prompt
+from guppy.store.atomic import CHART_METADATA, atomic_file, check_output
 from guppy.store.paths import RUNS_DIR, RUNS_PLOT, RunPaths
 
 
@@ -236,8 +237,8 @@ def plot_runs(summaries: list[RunSummary], out: Path | None = None) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_file(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    with atomic_file(out, kind="chart") as tmp:
+        fig.savefig(tmp, format="png", dpi=110, metadata=CHART_METADATA)
     plt.close(fig)
     return out
 
@@ -262,6 +263,10 @@ def compare_runs(*, runs: list[Path] | None = None, out: Path | None = None, pro
                  seed: int = 0) -> Comparison:
     """`guppy runs`: read the runs (every run under runs/ when none is given), draw the chart, and with a
     prompt sample each run's reply to it."""
+    check_number("--seed", seed, ge=0, le=SEED_MAX)
+    if prompt is not None:
+        check_prompt(prompt)
+    check_output(Path(out) if out is not None else RUNS_PLOT, "chart")  # never a user's file, checked before any work
     summaries = summarize_runs(runs)
     chart = plot_runs(summaries, out)
     answers = replies(summaries, prompt, seed=seed) if prompt is not None else None

@@ -203,8 +203,8 @@ def export_gguf(*, persona: str, run: Path | None = None, out: Path | None = Non
     f16 that would not hold a ReLU model's scaled activations becomes f32, and `say` tells why."""
     from guppy.export import gguf_check as check
     from guppy.store.atomic import atomic_dir, check_output
-    from guppy.model.checkpoint import load_model, persona_name, persona_run
-    from guppy.export.hf import run_persona
+    from guppy.model.checkpoint import load_model
+    from guppy.spec.personas import persona_name, persona_run, run_persona
 
     check_type(kind)
     name = persona_name(persona)

@@ -21,10 +21,12 @@ from pathlib import Path
 import yaml
 from safetensors.torch import save_file
 
+from guppy.config import CHAT
 from guppy.data.format import data_file, data_files, split_sizes
 from guppy.errors import GuppyError
 from guppy.eval.report import hit_rate_table, markdown_table
-from guppy.model.checkpoint import load_model, persona_name, persona_run
+from guppy.model.checkpoint import load_model
+from guppy.spec.personas import persona_name, persona_run
 from guppy.store.atomic import atomic_dirs, check_output
 from guppy.store.paths import RunPaths
 
@@ -75,8 +77,8 @@ def gpt2_config(model, tokenizer) -> dict:
 def generation_config(tokenizer) -> dict:
     """`guppy chat`'s defaults: a reply ends at <|im_end|>, the end of the assistant's turn."""
     return {"bos_token_id": tokenizer.im_start_id, "eos_token_id": tokenizer.im_end_id,
-            "pad_token_id": tokenizer.pad_id, "do_sample": True, "temperature": 0.8, "top_p": 0.95,
-            "max_new_tokens": 64}
+            "pad_token_id": tokenizer.pad_id, "do_sample": True, "temperature": CHAT.temperature,
+            "top_p": CHAT.top_p, "max_new_tokens": CHAT.max_new_tokens}
 
 
 def spec_identity(path: Path) -> tuple[str, str]:
@@ -102,15 +104,8 @@ def read_report(path: Path) -> dict:
     return report
 
 
-def model_card(name: str, model, meta: dict, paths: RunPaths) -> str:
-    c = model.config
-    persona_yaml = trained_on(paths) / "persona.yaml"  # generate-data keeps the spec beside the data
-    description, language = spec_identity(persona_yaml) if persona_yaml.is_file() else ("", "en")
-    header = {"license": "mit", "language": [language], "library_name": "transformers",
-              "pipeline_tag": "text-generation", "tags": list(dict.fromkeys(["guppy", "persona", name, "gpt2"]))}
-    metrics = meta.get("metrics", {})
-    training = (f"{meta['step']:,} steps over {metrics['train_tokens']:,} training tokens; held-out loss "
-                f"{metrics['test_loss']:.3f} nats/token.\n" if "step" in meta and "train_tokens" in metrics else "")
+def results_section(paths: RunPaths) -> str:
+    """The card's evaluation section: `guppy eval`'s figures, or a note that it has not run."""
     report_path = paths.eval / "report.json"
     report = read_report(report_path) if report_path.exists() else None
     if report is not None:
@@ -125,6 +120,19 @@ def model_card(name: str, model, meta: dict, paths: RunPaths) -> str:
                    f"{table}\n")
     else:
         results = "Not evaluated yet: run `guppy eval` before exporting to put its figures here.\n"
+    return results
+
+
+def model_card(name: str, model, meta: dict, paths: RunPaths) -> str:
+    c = model.config
+    persona_yaml = paths.trained_on() / "persona.yaml"  # generate-data keeps the spec beside the data
+    description, language = spec_identity(persona_yaml) if persona_yaml.is_file() else ("", "en")
+    header = {"license": "mit", "language": [language], "library_name": "transformers",
+              "pipeline_tag": "text-generation", "tags": list(dict.fromkeys(["guppy", "persona", name, "gpt2"]))}
+    metrics = meta.get("metrics", {})
+    training = (f"{meta['step']:,} steps over {metrics['train_tokens']:,} training tokens; held-out loss "
+                f"{metrics['test_loss']:.3f} nats/token.\n" if "step" in meta and "train_tokens" in metrics else "")
+    results = results_section(paths)
     return f"""---
 {yaml.safe_dump(header, sort_keys=False)}---
 
@@ -177,6 +185,7 @@ Replies end with `<|im_end|>`, the generation config's end-of-sequence token.
 def dataset_folder(out: Path) -> Path:
     """Where --dataset writes: beside the model folder, as the Hub keeps models and datasets in
     separate repositories (runs/PERSONA/hf -> runs/PERSONA/hf-dataset)."""
+    out = Path(out).absolute()  # `--out .` names no folder to put a name beside
     return out.with_name(out.name + "-dataset")
 
 
@@ -192,7 +201,7 @@ def export(*, persona: str, run: Path | None = None, out: Path | None = None, da
     for target, kind in targets:
         check_output(target, kind, overwrite=overwrite)
     model, tokenizer, meta = load_model(paths.root)
-    data = load_generated(trained_on(paths)) if dataset else None  # before anything is written
+    data = load_generated(paths.trained_on()) if dataset else None  # before anything is written
     card = model_card(name, model, meta, paths)
 
     with atomic_dirs(targets, overwrite=overwrite) as tmps:
@@ -204,30 +213,6 @@ def export(*, persona: str, run: Path | None = None, out: Path | None = None, da
         if data is not None:
             write_dataset(*data, tmps[1])
     return [target for target, _ in targets]
-
-
-def trained_on(paths: RunPaths) -> Path:
-    """The dataset the run was trained on (train_config.json records it), else the run's data folder."""
-    return paths.trained_on()
-
-
-def run_persona(persona: str, paths: RunPaths):
-    """The persona spec a run was trained on (generate-data keeps it beside the data), else the one
-    `persona` names now, else None (a model trained on someone else's data)."""
-    from pydantic import ValidationError
-
-    from guppy.spec.persona import Persona
-
-    try:
-        return Persona.model_validate(yaml.safe_load((trained_on(paths) / "persona.yaml").read_text()))
-    except (OSError, yaml.YAMLError, ValidationError):
-        pass
-    try:
-        from guppy.spec.personas import load_persona
-
-        return load_persona(persona).spec
-    except GuppyError:
-        return None
 
 
 def load_generated(data: Path):

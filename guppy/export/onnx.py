@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from guppy.errors import GuppyError
 
 OUTPUTS = ["logits", "present_keys", "present_values", "attention"]
 FP32, INT8 = "model.onnx", "model.int8.onnx"
@@ -180,14 +179,14 @@ def verify(folder: Path, model, tokenizer, prompts: list[str] = CHECK_PROMPTS) -
 
 def export_onnx(*, persona: str, run: Path | None = None, out: Path | None = None, overwrite: bool = False) -> dict:
     """Write runs/PERSONA/onnx (fp32 + int8), check it with onnxruntime; return guppy.json's contents."""
-    from guppy.model.checkpoint import load_model, persona_name, persona_run
-    from guppy.store.atomic import atomic_dir
+    from guppy.model.checkpoint import load_model
+    from guppy.spec.personas import persona_name, persona_run
+    from guppy.store.atomic import atomic_dir, check_output
 
     name = persona_name(persona)
     paths = persona_run(name, run)
     out = Path(out) if out is not None else paths.onnx
-    if out.exists() and not overwrite:
-        raise GuppyError(f"{out}: already exists; pass --overwrite to replace it")
+    check_output(out, "onnx", overwrite=overwrite)  # before minutes of tracing
     model, tokenizer, _ = load_model(paths.root)
     with atomic_dir(out, kind="onnx", overwrite=overwrite) as tmp:
         meta = write_folder(model, tokenizer, tmp, persona=name)

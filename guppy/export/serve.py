@@ -11,8 +11,9 @@ import functools
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from guppy.checks import check_number
 from guppy.errors import GuppyError
-from guppy.model.checkpoint import persona_name, persona_run
+from guppy.spec.personas import persona_name, persona_run
 
 
 class Handler(SimpleHTTPRequestHandler):
@@ -25,7 +26,8 @@ class Handler(SimpleHTTPRequestHandler):
 
 
 def web_folder(persona: str, run: Path | None = None, folder: Path | None = None) -> Path:
-    folder = Path(folder) if folder is not None else persona_run(persona_name(persona), run).root / "web"
+    name = persona_name(persona)  # checked even when --folder makes it moot
+    folder = Path(folder) if folder is not None else persona_run(name, run).web
     if not (folder / "index.html").is_file() or not (folder / "guppy.json").is_file():
         raise GuppyError(f"{folder}: no exported web page here; run `guppy export {persona} --web` first")
     return folder
@@ -47,6 +49,7 @@ def make_server(folder: Path, port: int = 8000, host: str = "127.0.0.1") -> Thre
 def serve(*, persona: str, run: Path | None = None, folder: Path | None = None, port: int = 8000,
           on_ready=print) -> None:
     """Serve the page until Ctrl-C."""
+    check_number("--port", port, ge=0, le=65535)
     folder = web_folder(persona, run, folder)
     server = make_server(folder, port)
     host, port = server.server_address[:2]

@@ -19,11 +19,11 @@ import json
 import shutil
 from pathlib import Path
 
-from guppy.errors import GuppyError
-from guppy.export.hf import run_persona
+from guppy.config import CHAT
 from guppy.export.onnx import FP32, INT8, write_folder
-from guppy.model.checkpoint import load_model, persona_name, persona_run
-from guppy.store.atomic import atomic_dir
+from guppy.model.checkpoint import load_model
+from guppy.spec.personas import persona_name, persona_run, run_persona
+from guppy.store.atomic import atomic_dir, check_output
 
 WEB = Path(__file__).resolve().parent / "playground"
 PAGE = ["index.html", "app.js", "style.css"]
@@ -31,7 +31,6 @@ VENDOR = ["ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm", "tokenizers.
           "LICENSE.jinja", "LICENSE.tokenizers"]
 # What the page downloads besides its model file (the licenses stay on disk).
 LOADED = PAGE + ["guppy.json", "tokenizer.json", "tokenizer_config.json"] + [f"vendor/{f}" for f in VENDOR[:4]]
-CHAT = {"max_new_tokens": 64, "temperature": 0.8, "top_p": 0.95}  # guppy chat's defaults
 
 
 def export_web(*, persona: str, run: Path | None = None, out: Path | None = None, overwrite: bool = False) -> dict:
@@ -39,8 +38,7 @@ def export_web(*, persona: str, run: Path | None = None, out: Path | None = None
     name = persona_name(persona)
     paths = persona_run(name, run)
     out = Path(out) if out is not None else paths.web
-    if out.exists() and not overwrite:
-        raise GuppyError(f"{out}: already exists; pass --overwrite to replace it")
+    check_output(out, "web", overwrite=overwrite)  # before minutes of tracing
     missing = [f for f in VENDOR if not (WEB / "vendor" / f).is_file()]
     if missing:  # a broken install, not the user's input
         raise RuntimeError(f"{WEB / 'vendor'} lacks {', '.join(missing)}; run guppy/export/playground/vendor/refresh.sh")
@@ -55,7 +53,7 @@ def export_web(*, persona: str, run: Path | None = None, out: Path | None = None
             shutil.copy(WEB / "vendor" / f, tmp / "vendor" / f)
         meta["persona"] = {"name": name, "description": spec.identity.description if spec else "",
                            "user": spec.identity.user if spec else ""}
-        meta["chat"] = CHAT
+        meta["chat"] = CHAT.model_dump(include={"max_new_tokens", "temperature", "top_p"})
         meta["files"] = {"fp32": (tmp / FP32).stat().st_size, "int8": (tmp / INT8).stat().st_size}
         (tmp / "guppy.json").write_text(json.dumps(meta, indent=2) + "\n")
         page = sum((tmp / f).stat().st_size for f in LOADED)

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import torch
 
-from guppy.checks import check_sampling
+from guppy.checks import check_prompt, check_sampling
+from guppy.config import CHAT
 from guppy.errors import GuppyError
-from guppy.model.checkpoint import load_model, persona_name, persona_run
+from guppy.model.checkpoint import load_model
 from guppy.model.sampler import complete, generate
+from guppy.spec.personas import persona_name, persona_run
 
 QUIT_WORDS = {"quit", "exit", ":q", "/quit", "/exit"}
 # How `guppy chat` samples. The evaluator samples the same way (guppy/eval/evaluate.py, guppy/eval/turns.py),
@@ -63,22 +65,23 @@ def stream_reply(model, tokenizer, history: list[dict], *, max_new_tokens: int, 
     return tokenizer.decode(ids).strip()
 
 
-def one_reply(run: Path, prompt: str, *, temperature: float = 0.8, top_k: int | None = None,
-              top_p: float | None = 0.95, seed: int | None = None, max_new_tokens: int = 64) -> str:
+def one_reply(run: Path, prompt: str, *, temperature: float = CHAT.temperature, top_k: int | None = CHAT.top_k,
+              top_p: float | None = CHAT.top_p, seed: int | None = None,
+              max_new_tokens: int = CHAT.max_new_tokens) -> str:
     """The reply of `run`'s model to one message; the same seed gives the same reply."""
     model, tokenizer, _ = load_model(run)
     return complete(model, tokenizer, [prompt], max_new_tokens=max_new_tokens, temperature=temperature,
                     top_k=top_k, top_p=top_p, seed=seed, batch_size=1)[0]
 
 
-def chat(*, persona: str, run: Path | None = None, prompt: str | None = None, temperature: float = 0.8,
-         top_k: int | None = None, top_p: float | None = 0.95, seed: int | None = None,
-         max_new_tokens: int = 64) -> str | None:
+def chat(*, persona: str, run: Path | None = None, prompt: str | None = None,
+         temperature: float = CHAT.temperature, top_k: int | None = CHAT.top_k, top_p: float | None = CHAT.top_p,
+         seed: int | None = None, max_new_tokens: int = CHAT.max_new_tokens) -> str | None:
     """With `prompt`: print one reply and return it (the same seed gives the same reply).
     Without: chat until quit, exit, Ctrl-D or Ctrl-C."""
     check_sampling(temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
     if prompt is not None:
-        prompt = utf8_text(prompt, "--prompt")
+        prompt = check_prompt(utf8_text(prompt, "--prompt"))
     name = persona_name(persona)
     paths = persona_run(name, run)
     if prompt is not None:
@@ -124,4 +127,5 @@ def sample_replies(*, persona: str, run: Path | None = None, seed: int = 0, n: i
     loaded = load_persona(persona)
     prompts = (loaded.spec.probes() + ["hi", "how are you", "what do you like", "tell me something"])[:n]
     model, tokenizer, _ = load_model(persona_run(loaded.name, run).root)
-    return list(zip(prompts, complete(model, tokenizer, prompts, seed=seed, temperature=0.8, top_p=0.95)))
+    return list(zip(prompts, complete(model, tokenizer, prompts, seed=seed, temperature=CHAT.temperature,
+                                                top_p=CHAT.top_p)))

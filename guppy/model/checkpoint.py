@@ -33,20 +33,6 @@ WEIGHTS, CONFIG = "model.safetensors", "config.json"
 STATE, STATE_JSON = "trainer_state.safetensors", "trainer_state.json"
 
 
-def persona_name(persona: str) -> str:
-    """A persona given by name or by YAML path -> its name (what names its run folder)."""
-    if str(persona).endswith((".yaml", ".yml")):
-        from guppy.spec.personas import load_persona
-
-        return load_persona(persona).name
-    return str(persona)
-
-
-def persona_run(persona: str, run: Path | None = None) -> RunPaths:
-    """The run folder of a persona given by name or by YAML path (only the name matters here)."""
-    return RunPaths.for_persona(persona_name(persona), run)
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

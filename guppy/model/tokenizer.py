@@ -193,19 +193,7 @@ class ChatTokenizer:
         heads = np.flatnonzero(ids == self.im_start_id)  # one per message, if no content holds a special token
         ends = np.flatnonzero(ids == self.im_end_id)
         if len(heads) == len(ends) == len(roles):
-            # Where a reply starts: after <|im_start|> and the ids of "assistant\n" (fewer when the
-            # reply begins with whitespace that merges with that newline).
-            header = self.encode("assistant\n")
-            replies = np.array([r == "assistant" for r in roles], dtype=bool)
-            first = heads[replies] + 1
-            body = first + len(header)
-            for k, h in enumerate(header):
-                body = np.where((body > first + k) & (ids[np.minimum(first + k, len(ids) - 1)] != h), first + k, body)
-            body = np.minimum(body, ends[replies])
-            delta = np.zeros(len(ids) + 1, dtype=np.int64)
-            np.add.at(delta, body, 1)
-            np.add.at(delta, ends[replies] + 1, -1)
-            learn = np.cumsum(delta[:-1]) > 0
+            learn = self._reply_mask(ids, roles, heads, ends)
             starts = np.concatenate([[0], np.cumsum(lengths)])
             if all(same(i) for i in range(0, n, max(1, n // 64))):
                 return ids, learn, lengths
@@ -215,6 +203,22 @@ class ChatTokenizer:
         ids = np.fromiter(chain.from_iterable(e[0] for e in encoded), dtype=np.int64, count=int(lengths.sum()))
         learn = np.fromiter(chain.from_iterable(e[1] for e in encoded), dtype=bool, count=int(lengths.sum()))
         return ids, learn, lengths
+
+    def _reply_mask(self, ids: np.ndarray, roles: list[str], heads: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """True from after each assistant header to its <|im_end|> (included), given where every message's
+        <|im_start|> and <|im_end|> are. A reply starts after <|im_start|> and the ids of "assistant\\n"
+        (fewer when the reply begins with whitespace that merges with that newline)."""
+        header = self.encode("assistant\n")
+        replies = np.array([r == "assistant" for r in roles], dtype=bool)
+        first = heads[replies] + 1
+        body = first + len(header)
+        for k, h in enumerate(header):
+            body = np.where((body > first + k) & (ids[np.minimum(first + k, len(ids) - 1)] != h), first + k, body)
+        body = np.minimum(body, ends[replies])
+        delta = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.add.at(delta, body, 1)
+        np.add.at(delta, ends[replies] + 1, -1)
+        return np.cumsum(delta[:-1]) > 0
 
     def encode_prompt(self, messages: list[dict]) -> list[int]:
         """The chat so far, then "<|im_start|>assistant\\n": the model continues with its reply."""

@@ -133,3 +133,29 @@ def fold(text: str) -> str:
     """Unicode NFKC: full-width ASCII to ASCII (ＡＢＣ１２ -> ABC12), half-width katakana to
     full-width (ｷﾝｷﾞｮ -> キンギョ), compatibility forms to their plain letters."""
     return unicodedata.normalize("NFKC", text)
+
+
+# A Latin (or any spaced-script) phrase must not touch a letter of its own kind on either side:
+# 'eat' is not in 'great'. A letter of a script without spaces is no boundary: 'TV' is in 'TVを見た'.
+_LEFT_EDGE = f"(?<![^\\W{UNSPACED_CHARS}])"
+_RIGHT_EDGE = f"(?![^\\W{UNSPACED_CHARS}])"
+
+
+def _phrase_regex(phrase: str) -> str:
+    """A phrase of a spaced script matches as whole words; an edge in an unspaced script (ja, zh,
+    th) has no visible word boundary, so that side matches anywhere: 'ごはん' in 'ごはんが好き'."""
+    body = re.escape(phrase.lower())
+    left = "" if is_unspaced_char(phrase[:1]) else _LEFT_EDGE
+    right = "" if is_unspaced_char(phrase[-1:]) else _RIGHT_EDGE
+    return left + body + right
+
+
+@functools.lru_cache(maxsize=1024)
+def phrases_pattern(phrases: tuple[str, ...]) -> re.Pattern:
+    """One regex that finds any of the phrases: 'eat' in 'i eat.', not in 'great'; 'ごはん' in 'ごはんだ'."""
+    alternatives = "|".join(_phrase_regex(p) for p in sorted(phrases, key=len, reverse=True))
+    return re.compile(f"(?:{alternatives})", re.IGNORECASE)
+
+
+def contains_any(text: str, phrases: list[str] | tuple[str, ...]) -> bool:
+    return bool(phrases) and phrases_pattern(tuple(phrases)).search(text) is not None

@@ -9,39 +9,13 @@ Loading a file and turning validation errors into one line per problem lives in
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from guppy.spec.language import UNSPACED_CHARS, check_tag, foreign_words, is_unspaced_char
-
-# A Latin (or any spaced-script) phrase must not touch a letter of its own kind on either side:
-# 'eat' is not in 'great'. A letter of a script without spaces is no boundary: 'TV' is in 'TVを見た'.
-_LEFT_EDGE = f"(?<![^\\W{UNSPACED_CHARS}])"
-_RIGHT_EDGE = f"(?![^\\W{UNSPACED_CHARS}])"
-
-
-def _phrase_regex(phrase: str) -> str:
-    """A phrase of a spaced script matches as whole words; an edge in an unspaced script (ja, zh,
-    th) has no visible word boundary, so that side matches anywhere: 'ごはん' in 'ごはんが好き'."""
-    body = re.escape(phrase.lower())
-    left = "" if is_unspaced_char(phrase[:1]) else _LEFT_EDGE
-    right = "" if is_unspaced_char(phrase[-1:]) else _RIGHT_EDGE
-    return left + body + right
-
-
-@functools.lru_cache(maxsize=1024)
-def phrases_pattern(phrases: tuple[str, ...]) -> re.Pattern:
-    """One regex that finds any of the phrases: 'eat' in 'i eat.', not in 'great'; 'ごはん' in 'ごはんだ'."""
-    alternatives = "|".join(_phrase_regex(p) for p in sorted(phrases, key=len, reverse=True))
-    return re.compile(f"(?:{alternatives})", re.IGNORECASE)
-
-
-def contains_any(text: str, phrases: list[str] | tuple[str, ...]) -> bool:
-    return bool(phrases) and phrases_pattern(tuple(phrases)).search(text) is not None
-
+from guppy.spec.language import check_tag, contains_any, foreign_words
+from guppy.spec.style import RULES, violations
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # `weight: .inf` is a typo
@@ -92,8 +66,6 @@ class Style(Strict):
 
     def check(self, reply: str) -> dict[str, bool]:
         """Which of the style rules a reply keeps (the evaluator's style adherence); see guppy/spec/style.py."""
-        from guppy.spec.style import RULES, violations  # guppy.spec.style reads this model: imported late
-
         broken = {v.rule for v in violations(reply, self)}
         return {rule: rule not in broken for rule in RULES}
 

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from guppy.errors import GuppyError
 from guppy.spec.language import SHARED_SETS, language_and_script, shared_set
 from guppy.spec.persona import Persona
+from guppy.store.paths import RunPaths
 
 SHARED = "common"
 
@@ -215,3 +216,32 @@ def load_persona(persona: str | Path) -> LoadedPersona:
     if missing:
         raise GuppyError(*missing)
     return loaded
+
+
+# ---------------------------------------------------------------------------------- the persona of a run
+
+def persona_name(persona: str) -> str:
+    """A persona given by name or by YAML path -> its name (what names its run folder)."""
+    if not str(persona).strip():
+        raise GuppyError("the persona is empty; give a persona name or a YAML path")
+    if str(persona).endswith((".yaml", ".yml")):
+        return load_persona(persona).name
+    return str(persona)
+
+
+def persona_run(persona: str, run: Path | None = None) -> RunPaths:
+    """The run folder of a persona given by name or by YAML path (only the name matters here)."""
+    return RunPaths.for_persona(persona_name(persona), run)
+
+
+def run_persona(persona: str, paths: RunPaths) -> Persona | None:
+    """The persona spec a run was trained on (generate-data keeps it beside the data), else the one
+    `persona` names now, else None (a model trained on someone else's data)."""
+    try:
+        return Persona.model_validate(yaml.safe_load((paths.trained_on() / "persona.yaml").read_text()))
+    except (OSError, yaml.YAMLError, ValidationError):
+        pass
+    try:
+        return load_persona(persona).spec
+    except GuppyError:
+        return None

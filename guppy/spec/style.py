@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from guppy.spec.language import is_cased, is_spaced, length, phrases_pattern
+
 if TYPE_CHECKING:
     from guppy.spec.persona import Style
 
@@ -31,9 +33,6 @@ class Violation:
 
 def violations(reply: str, style: Style) -> list[Violation]:
     """Every way `reply` breaks `style`, in reply order within each rule; empty when it keeps them all."""
-    from guppy.spec.language import is_cased, is_spaced, length
-    from guppy.spec.persona import phrases_pattern
-
     language = style._language
     unit = "words" if is_spaced(language) else "characters"
     found = []

@@ -8,7 +8,7 @@ only what Guppy made itself.
   only a folder Guppy made (its `.guppy.json` marker, or the known layout of a folder of that kind
   made before markers existed), or an empty folder. Never a file, a device, a link or a
   stranger's folder.
-- `output_lock` refuses a second process writing the same output (one line, exit 2).
+- `output_lock` (guppy/store/locks.py) refuses a second process writing the same output (one line, exit 2).
 - Leftovers of a process that died (`.NAME.tmp-PID`, `.NAME.old-PID`, `.NAME.fresh-PID`) are
   cleaned up the next time the same output is written; an `.old-PID` whose target is missing
   is the previous result that a rename did not put back, so it is restored instead.
@@ -27,11 +27,7 @@ from pathlib import Path
 from typing import Iterator
 
 from guppy.errors import GuppyError
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; everything else still holds
-    fcntl = None
+from guppy.store.locks import cannot_write, output_lock  # noqa: F401 (output_lock: part of this module's API)
 
 MARKER = ".guppy.json"  # written into every folder Guppy makes: {"guppy": KIND}
 
@@ -49,23 +45,34 @@ LAYOUTS: dict[str, tuple[set[str], set[str]]] = {  # kind -> (must have, may hav
     "hf-dataset": ({"README.md", "data", "persona.yaml"}, set()),
     "inspect": ({"inspect.json"}, {"inspect.md", "attention_grid.png", "persona_word.png"}),
     "onnx": ({"model.onnx"}, {"model.int8.onnx"} | TOKENIZER_FILES),
-    "web": ({"index.html"}, set()),
+    "web": ({"index.html", "app.js", "guppy.json", "vendor"}, {"style.css", "model.onnx", "model.int8.onnx"}
+            | TOKENIZER_FILES),  # an index.html alone is anyone's page
     "gguf": ({"Modelfile", "guppy.json"}, set()),
     "run": (set(), {"data", "tokenizer", "ckpt", "train_config.json", "metrics.jsonl", "loss.png", "eval", "hf",
                     "hf-dataset", "inspect", "onnx", "web", "gguf", "screenshots"}),
+}
+# Files Guppy writes where a user points it (`guppy runs --out`, `guppy persona schema --out`) are
+# replaced only when Guppy wrote them: a chart says so in its PNG Software text chunk (savefig(...,
+# metadata=CHART_METADATA)), a persona schema by its title.
+CHART_METADATA = {"Software": "guppy"}
+
+
+def _our_schema(data: bytes) -> bool:
+    try:
+        return json.loads(data).get("title") == "Guppy persona"
+    except (ValueError, AttributeError):
+        return False
+
+
+FILE_KINDS = {  # kind -> does this content say Guppy wrote it?
+    "chart": lambda data: data.startswith(b"\x89PNG\r\n\x1a\n") and b"tEXtSoftware\x00guppy" in data[:4096],
+    "schema": _our_schema,
 }
 # Our own hidden entries beside or inside an output: the marker, locks, leftovers of a write.
 _OURS_HIDDEN = re.compile(r"^(\.guppy\.json|\..+\.lock|\..+\.(tmp|old|fresh)-\d+)$")
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<what>tmp|old|fresh)-(?P<pid>\d+)$")
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG,
                  errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EXDEV, errno.EBUSY, errno.ENOENT}
-
-
-def cannot_write(target: Path, e: OSError) -> GuppyError:
-    """An OSError while writing `target` as one line: which path and why (disk full, read-only, ...)."""
-    where = Path(e.filename) if e.filename else Path(target)
-    also = "" if where == Path(target) else f" (writing {target})"
-    return GuppyError(f"{where}: cannot write here{also}: {e.strerror or e}; choose another output or free the path")
 
 
 # ---------------------------------------------------------------------------------- may it be replaced?
@@ -87,6 +94,25 @@ def is_ours(folder: Path, kind: str) -> bool:
     return must <= names and names <= must | may and (bool(names) or kind == "run")
 
 
+def is_our_file(path: Path, kind: str) -> bool:
+    """Did Guppy write this file, as a file of `kind`? (What its content says; a file over 16 MB is no
+    chart or schema of ours.)"""
+    try:
+        if os.path.getsize(path) > 16 << 20:
+            return False
+        return FILE_KINDS[kind](Path(path).read_bytes())
+    except OSError:
+        return False
+
+
+def _check_file(target: Path, st: os.stat_result, kind: str) -> None:
+    if stat.S_ISREG(st.st_mode) and is_our_file(target, kind):
+        return
+    what = "a folder" if stat.S_ISDIR(st.st_mode) else \
+        "a file Guppy did not write" if stat.S_ISREG(st.st_mode) else "not a regular file (a device, a pipe, ...)"
+    raise GuppyError(f"{target}: is {what}; Guppy will not replace it, choose another output path")
+
+
 def check_replaceable(target: Path, kind: str, *, overwrite: bool = True) -> None:
     """Refuse, in one line, to replace anything at `target` that is not a folder Guppy made as `kind`
     (or an empty folder): a file, a device, a symbolic link, another kind of output, a stranger's folder."""
@@ -102,6 +128,8 @@ def check_replaceable(target: Path, kind: str, *, overwrite: bool = True) -> Non
     if stat.S_ISLNK(st.st_mode):
         raise GuppyError(f"{target}: is a symbolic link; Guppy does not replace links, give the real folder "
                          "or a new path")
+    if kind in FILE_KINDS:
+        return _check_file(target, st, kind)
     if not stat.S_ISDIR(st.st_mode):
         what = "a file" if stat.S_ISREG(st.st_mode) else "not a regular file or folder (a device, a pipe, ...)"
         raise GuppyError(f"{target}: is {what}, not a folder Guppy made; Guppy will not replace it, "
@@ -139,71 +167,6 @@ def check_output(target: Path, kind: str, *, overwrite: bool = True) -> None:
 
 def write_marker(folder: Path, kind: str) -> None:
     (Path(folder) / MARKER).write_text(json.dumps({"guppy": kind}) + "\n", encoding="utf-8")
-
-
-# ---------------------------------------------------------------------------------- locks
-
-_held: dict[str, tuple[int, int]] = {}  # lock file -> (fd, depth): a process may nest its own locks
-
-
-def _lock_file(target: Path) -> Path:
-    target = Path(target).absolute()
-    return target.with_name(f".{target.name}.lock")
-
-
-@contextmanager
-def output_lock(target: Path, *, enabled: bool = True) -> Iterator[None]:
-    """Hold `target`'s lock for the block; a second process asking for it gets one line, exit 2.
-    The lock is the kernel's (flock), so it goes away with the process that held it."""
-    if not enabled or fcntl is None:
-        yield
-        return
-    path = _lock_file(target)
-    key = str(path)
-    if key in _held:  # this process already holds it (train's checkpoint inside train's run)
-        fd, depth = _held[key]
-        _held[key] = (fd, depth + 1)
-        try:
-            yield
-        finally:
-            _held[key] = (fd, _held[key][1] - 1)
-        return
-    fd = _acquire(path, target)
-    _held[key] = (fd, 1)
-    try:
-        yield
-    finally:
-        del _held[key]
-        try:
-            os.unlink(path)  # while still holding it: whoever opened it meanwhile sees it is gone, and retries
-        except OSError:
-            pass
-        os.close(fd)
-
-
-def _acquire(path: Path, target: Path) -> int:
-    while True:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-        except OSError as e:
-            raise cannot_write(Path(target), e) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise GuppyError(f"{target}: another guppy process (pid {holder}) is writing it; wait for it to "
-                             "finish or choose another output") from None
-        try:
-            same = os.path.samestat(os.fstat(fd), os.stat(path))
-        except OSError:
-            same = False
-        if same:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            return fd
-        os.close(fd)  # the holder removed it as we opened it: take the new one
 
 
 # ---------------------------------------------------------------------------------- leftovers
@@ -318,10 +281,12 @@ def atomic_dir(target: Path, *, kind: str, overwrite: bool = False) -> Iterator[
 
 
 @contextmanager
-def atomic_file(target: Path) -> Iterator[Path]:
-    """Yield a temporary path; it replaces `target` (never a link, a folder or a device) when the
-    block ends without error."""
+def atomic_file(target: Path, *, kind: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path; it replaces `target` (never a link, a folder or a device; with `kind`, only
+    a file Guppy wrote as that kind) when the block ends without error."""
     target = Path(target)
+    if kind is not None:
+        check_output(target, kind)
     if os.path.lexists(target) and not (target.is_file() and not target.is_symlink()):
         raise GuppyError(f"{target}: is not a regular file; Guppy will not replace it")
     clean_leftovers(target)

@@ -8,8 +8,15 @@
         metrics.jsonl          one JSON object per logged step / eval
         loss.png               loss curve
         eval/                  report.json, report.md, charts
-        hf/                    `guppy export` output (transformers layout)
-        onnx/, web/, gguf/     `guppy export --onnx`, `--web`, `--gguf`
+        hf/, hf-dataset/       `guppy export` output (transformers layout; with --dataset, the data beside it)
+        onnx/                  `guppy export --onnx`
+        web/                   `guppy export --web` (what `guppy serve` serves)
+        gguf/                  `guppy export --gguf` (llama.cpp, Ollama)
+        inspect/               `guppy inspect`
+    runs/compare/              `guppy compare`
+    runs/compare-runs.png      `guppy runs`
+Every command that writes takes its default output from here and checks the path with
+guppy/store/atomic.py's `check_output` before any work.
 """
 
 from __future__ import annotations
@@ -77,6 +84,9 @@ class RunPaths:
     @property
     def gguf(self) -> Path:
         return self.root / "gguf"
+
+    def inspect(self) -> Path:
+        return self.root / "inspect"
 
     def trained_on(self) -> Path:
         """The dataset this run was trained on: train_config.json records it (`guppy train --data`),

@@ -32,11 +32,12 @@ import torch
 
 from guppy.config import TrainConfig, resolve_config
 from guppy.store.atomic import atomic_dir, atomic_file, check_output, output_lock
-from guppy.model.checkpoint import (has_resumable, load_resumable, persona_run, restore_resumable, resumable_state,
+from guppy.model.checkpoint import (has_resumable, load_resumable, restore_resumable, resumable_state,
                               rng_tensors, save_checkpoint)
 from guppy.data.reader import flat_messages, load_conversations, pack, pack_whole, tokenize
 from guppy.errors import GuppyError
 from guppy.store.paths import RunPaths
+from guppy.spec.personas import persona_run
 from guppy.store.run_folder import SavedInterrupt, resume_command, training_folder
 from guppy.train.batches import Batches, data_hash
 from guppy.train.metrics import Metrics, plot_losses, progress_bar
@@ -166,13 +167,7 @@ class Trainer:
         context = self.mconf.context
         if len(self.train_data) == 0 or len(test_data) == 0:
             raise GuppyError(f"{data}: no conversation fits the model's {context}-token context")
-        rows = cfg.eval_batches * cfg.batch_size
-        test_rows = (pack_whole(test_data, context=context, pad_id=self.tokenizer.pad_id) if cfg.packing == "whole"
-                     else pack(test_data, context=context))
-        self.test_x, self.test_y = (t[:rows] for t in test_rows)
-        if len(self.test_x) == 0:
-            raise GuppyError(f"{data}: the test split has {test_data.tokens} tokens, not one row of {context}; "
-                             "generate more data or raise the test size")
+        self.test_x, self.test_y = self._test_rows(test_data, data)
         self.batches = Batches(self.train_data, context=context, cfg=cfg, procs=procs, pad_id=self.tokenizer.pad_id)
         self.data_id = data_hash(self.train_data, test_data)
         self.data = data
@@ -193,6 +188,18 @@ class Trainer:
         # bf16 autocast on CUDA only: a CPU gains nothing from it here, and on mps bf16 needs a recent macOS
         # and fp16 a gradient scaler, so Apple's GPU trains in fp32 (the tiny models fit either way).
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.on_cuda else nullcontext()
+
+    def _test_rows(self, test_data, data: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        """The held-out rows, packed once as the train rows are, in stored order."""
+        cfg, context = self.cfg, self.mconf.context
+        rows = cfg.eval_batches * cfg.batch_size
+        test_rows = (pack_whole(test_data, context=context, pad_id=self.tokenizer.pad_id) if cfg.packing == "whole"
+                     else pack(test_data, context=context))
+        test_x, test_y = (t[:rows] for t in test_rows)
+        if len(test_x) == 0:
+            raise GuppyError(f"{data}: the test split has {test_data.tokens} tokens, not one row of {context}; "
+                             "generate more data or raise the test size")
+        return test_x, test_y
 
     def _prepare(self, data: Path):
         """(tokenizer, train, test): rank 0 learns the tokenizer from the train split and saves it to the run,
@@ -278,21 +285,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     def run(self, *, progress: bool) -> dict:
-        cfg, procs, paths = self.cfg, self.procs, self.paths
-        model = torch.compile(self.model) if self.compiled else self.model  # shares self.model's weights
-        if procs.ddp:
-            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[procs.device.index] if self.on_cuda
-                                                              else None)
-        if procs.main:
-            paths.root.mkdir(parents=True, exist_ok=True)
-            with atomic_file(paths.config) as tmp:
-                tmp.write_text(json.dumps({"train": cfg.model_dump(), "model": self.mconf.model_dump(),
-                                           "data": str(self.data), "world_size": procs.world}, indent=2) + "\n")
-        metrics = Metrics(paths.metrics, keep_until=self.step if self.resuming else -1, enabled=procs.main)
-        tokens_per_step = cfg.batch_size * self.mconf.context
+        cfg, procs = self.cfg, self.procs
+        model = self._wrapped()
+        self._write_config()
+        metrics = Metrics(self.paths.metrics, keep_until=self.step if self.resuming else -1, enabled=procs.main)
         start, test_loss = self.step, math.nan
-        tick = time.perf_counter()
-        seconds = {"train": 0.0, "prepare": tick - self.started, "eval": 0.0, "checkpoint": 0.0}
+        self.tick = time.perf_counter()
+        self.seconds = {"train": 0.0, "prepare": self.tick - self.started, "eval": 0.0, "checkpoint": 0.0}
         bar, task = progress_bar(procs.main and progress, cfg.max_steps)
         model.train()
         with bar, StopOnInterrupt(not procs.ddp) as stop:
@@ -303,67 +302,92 @@ class Trainer:
                 lr = lr_at(step, cfg)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-
                 # 2. held-out eval and checkpoints (not again on the step a resume starts from)
                 last_step = step == cfg.max_steps
-                due = step % cfg.eval_every == 0 or last_step
-                if due and not (self.resuming and step == start):
-                    evaluating = time.perf_counter()
-                    test_loss = held_out_loss(self.model, self.test_x, self.test_y, procs=procs, autocast=self.autocast,
-                                              batch=self.batches.micro * cfg.grad_accum)
-                    saving = time.perf_counter()
-                    if step > 0:  # step 0's model is the seed's: nothing worth a checkpoint write (~0.3 s at guppy)
-                        self.checkpoint(test_loss)
-                    metrics.log(kind="eval", step=step, test_loss=test_loss, best_test_loss=self.best_loss,
-                                wall_s=round(time.perf_counter() - self.started, 2))
+                if (step % cfg.eval_every == 0 or last_step) and not (self.resuming and step == start):
+                    test_loss = self._evaluate(metrics)
                     bar.update(task, test=f"{test_loss:.3f}")
-                    seconds["train"] += evaluating - tick
-                    tick = time.perf_counter()
-                    seconds["eval"] += saving - evaluating
-                    seconds["checkpoint"] += tick - saving
                 if stop.requested:  # Ctrl-C: save where we are (no eval, so the curve stays as it would be)
-                    self.save(paths.last, test_loss, resumable=True)
-                    if procs.main:
-                        plot_losses(metrics.records, paths.loss_plot, f"{paths.root.name}: {cfg.preset}")
-                        bar.console.print(f"interrupted at step {step}; saved a resumable checkpoint. Continue "
-                                          f"with `{self.resume_hint}`")
-                    raise SavedInterrupt
+                    self._save_and_stop(metrics, test_loss, bar)
                 if last_step:
                     break
-
                 # 3. this rank's share of the global batch, 4. one optimizer step on it
                 self.train_step(model, *self.batches(step))
-
                 # 5. log (reading the loss waits for the GPU, so only every log_every steps)
                 self.steps_logged += 1
                 if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
-                    (loss_avg,) = procs.sum(self.loss_sum / self.steps_logged)
-                    now = time.perf_counter()
-                    speed = self.steps_logged * tokens_per_step / max(1e-9, now - tick)
-                    metrics.log(kind="train", step=step + 1, loss=loss_avg, lr=lr, tokens_per_s=round(speed),
-                                wall_s=round(now - self.started, 2))
-                    bar.update(task, completed=step + 1, loss=f"{loss_avg:.3f}", speed=f"{speed:,.0f}")
-                    self.loss_sum.zero_()
-                    seconds["train"] += now - tick
-                    self.steps_logged, tick = 0, time.perf_counter()
-
+                    self._log(metrics, step, lr, bar, task)
         if procs.main:
-            plot_losses(metrics.records, paths.loss_plot,
-                        f"{paths.root.name}: {cfg.preset}, {self.model.num_params() / 1e6:.2f}M parameters")
+            plot_losses(metrics.records, self.paths.loss_plot,
+                        f"{self.paths.root.name}: {cfg.preset}, {self.model.num_params() / 1e6:.2f}M parameters")
         procs.barrier()
+        return self._summary(metrics, start, test_loss)
+
+    def _wrapped(self):
+        """The model the loop steps: compiled and/or under DDP, sharing self.model's weights."""
+        model = torch.compile(self.model) if self.compiled else self.model
+        if self.procs.ddp:
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[self.procs.device.index]
+                                                              if self.on_cuda else None)
+        return model
+
+    def _write_config(self) -> None:
+        if self.procs.main:
+            self.paths.root.mkdir(parents=True, exist_ok=True)
+            with atomic_file(self.paths.config) as tmp:
+                tmp.write_text(json.dumps({"train": self.cfg.model_dump(), "model": self.mconf.model_dump(),
+                                           "data": str(self.data), "world_size": self.procs.world}, indent=2) + "\n")
+
+    def _evaluate(self, metrics: Metrics) -> float:
+        """The held-out loss, a checkpoint (not of step 0: the seed's model is worth no write), a log line."""
+        evaluating = time.perf_counter()
+        test_loss = held_out_loss(self.model, self.test_x, self.test_y, procs=self.procs, autocast=self.autocast,
+                                  batch=self.batches.micro * self.cfg.grad_accum)
+        saving = time.perf_counter()
+        if self.step > 0:
+            self.checkpoint(test_loss)
+        metrics.log(kind="eval", step=self.step, test_loss=test_loss, best_test_loss=self.best_loss,
+                    wall_s=round(time.perf_counter() - self.started, 2))
+        self.seconds["train"] += evaluating - self.tick
+        self.tick = time.perf_counter()
+        self.seconds["eval"] += saving - evaluating
+        self.seconds["checkpoint"] += self.tick - saving
+        return test_loss
+
+    def _save_and_stop(self, metrics: Metrics, test_loss: float, bar) -> None:
+        self.save(self.paths.last, test_loss, resumable=True)
+        if self.procs.main:
+            plot_losses(metrics.records, self.paths.loss_plot, f"{self.paths.root.name}: {self.cfg.preset}")
+            bar.console.print(f"interrupted at step {self.step}; saved a resumable checkpoint. Continue "
+                              f"with `{self.resume_hint}`")
+        raise SavedInterrupt
+
+    def _log(self, metrics: Metrics, step: int, lr: float, bar, task) -> None:
+        (loss_avg,) = self.procs.sum(self.loss_sum / self.steps_logged)
+        now = time.perf_counter()
+        speed = self.steps_logged * self.cfg.batch_size * self.mconf.context / max(1e-9, now - self.tick)
+        metrics.log(kind="train", step=step + 1, loss=loss_avg, lr=lr, tokens_per_s=round(speed),
+                    wall_s=round(now - self.started, 2))
+        bar.update(task, completed=step + 1, loss=f"{loss_avg:.3f}", speed=f"{speed:,.0f}")
+        self.loss_sum.zero_()
+        self.seconds["train"] += now - self.tick
+        self.steps_logged, self.tick = 0, time.perf_counter()
+
+    def _summary(self, metrics: Metrics, start: int, test_loss: float) -> dict:
+        cfg, paths, seconds = self.cfg, self.paths, self.seconds
         return {
             "steps": cfg.max_steps,
             "train_loss": next((r["loss"] for r in reversed(metrics.records) if r["kind"] == "train"), math.nan),
             "test_loss": test_loss,
             "best_test_loss": self.best_loss,
             "best_step": self.best_step,
-            "tokens_per_s": (cfg.max_steps - start) * tokens_per_step / max(1e-9, seconds["train"]),
+            "tokens_per_s": (cfg.max_steps - start) * cfg.batch_size * self.mconf.context / max(1e-9, seconds["train"]),
             "wall_s": time.perf_counter() - self.started,
             **{f"{k}_s": v for k, v in seconds.items() if k != "train"},
             "params": self.model.num_params(),
             "train_tokens": self.train_data.tokens,
             "epochs": cfg.max_steps / self.batches.steps_per_epoch,
-            "device": str(procs.device) + (" (compiled)" if self.compiled else ""),
+            "device": str(self.procs.device) + (" (compiled)" if self.compiled else ""),
             "run": str(paths.root),
             "best": str(paths.best),
             "last": str(paths.last),
