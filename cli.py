@@ -328,7 +328,11 @@ def export(
     """Write the trained model as a Hugging Face transformers (GPT-2) folder with tokenizer, chat template and model card (or, with --onnx / --web / --gguf, as ONNX, a browser playground or GGUF)."""
     if onnx + web + gguf + dataset > 1:
         raise GuppyError("--onnx, --web, --gguf and --dataset are separate exports; pass one of them")
+    if kind != "f16" and not gguf:
+        raise GuppyError(f"--type {kind!r} goes with --gguf (e.g. guppy export {persona} --gguf --type q8_0)")
     if gguf:
+        from pipeline.cli_shared import export_gguf
+
         return export_gguf(persona=persona, run=run, out=out, kind=kind, overwrite=overwrite)
     if onnx or web:
         return export_runtime(persona=persona, run=run, out=out, web=web, overwrite=overwrite)
@@ -377,32 +381,6 @@ def export_runtime(*, persona: str, run: Path | None, out: Path | None, web: boo
     if web:
         console.print(f"page weight: {meta['page_bytes']['fp32'] / 1e6:.1f} MB with fp32, "
                       f"{meta['page_bytes']['int8'] / 1e6:.1f} MB with int8; open it with [bold]guppy serve {meta['persona']}[/]")
-
-
-def export_gguf(*, persona: str, run: Path | None, out: Path | None, kind: str, overwrite: bool) -> None:
-    """`export --gguf`: write, check with llama.cpp, print what it checked."""
-    try:
-        import gguf  # noqa: F401
-    except ImportError:
-        raise GuppyError("--gguf needs the gguf package: pip install 'guppy-persona[gguf]'") from None
-    from guppy.export.gguf import export_gguf as run_export
-
-    with console.status(f"writing GGUF ({kind}), checking it with llama.cpp"):
-        meta = run_export(persona=persona, run=run, out=out, kind=kind, overwrite=overwrite, say=console.print)
-    table = Table("file", "type", "size", "tokens as ours", "greedy same", "top-1 same", "max logit diff",
-                  title=meta["out"])
-    c = meta["llama_cpp"] or {}
-    table.add_row(meta["file"], meta["type"], f"{meta['bytes'] / 1e6:.2f} MB",
-                  *([f"{c['tokens_same']} of {c['chats']}", f"{c['greedy_same']} of {c['prompts']}",
-                     f"{c['top1']:.1%} of {c['steps']}", f"{c['max_logit_diff']:.1e}"] if c else ["not checked"] * 4))
-    console.print(table)
-    if meta["residual_scale"] != 1:
-        console.print(f"ReLU written as GELU on a residual stream x{meta['residual_scale']:.0f}: in torch, largest "
-                      f"logit difference {meta['rewrite']['max_logit_diff']:.1e} on {meta['checked_on']}; "
-                      f"largest f16 value {meta['largest_f16_value']:.0f} of 65504")
-    if meta["not_verified"]:
-        console.print(f"[bold]not verified with llama.cpp[/]: {meta['not_verified']}")
-    console.print(f"Ollama: ollama create {meta['persona']} -f {Path(meta['out']) / 'Modelfile'}")
 
 
 def main() -> None:

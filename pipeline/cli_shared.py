@@ -115,3 +115,29 @@ def print_generate_report(report) -> None:
     for topic, lacking in report.short_topics.items():
         err_console.print(f"[yellow]warning:[/] topic '{topic}' made {lacking} fewer unique conversations than "
                           "asked: its template cannot reach the requested size (add variety or lower its weight)")
+
+
+def export_gguf(*, persona: str, run: Path | None, out: Path | None, kind: str, overwrite: bool) -> None:
+    """`export --gguf`: write, check with llama.cpp, print what it checked."""
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        raise GuppyError("--gguf needs the gguf package: pip install 'guppy-persona[gguf]'") from None
+    from guppy.export.gguf import export_gguf as run_export
+
+    with console.status(f"writing GGUF ({kind}), checking it with llama.cpp"):
+        meta = run_export(persona=persona, run=run, out=out, kind=kind, overwrite=overwrite, say=console.print)
+    table = Table("file", "type", "size", "tokens as ours", "greedy same", "top-1 same", "max logit diff",
+                  title=meta["out"])
+    c = meta["llama_cpp"] or {}
+    table.add_row(meta["file"], meta["type"], f"{meta['bytes'] / 1e6:.2f} MB",
+                  *([f"{c['tokens_same']} of {c['chats']}", f"{c['greedy_same']} of {c['prompts']}",
+                     f"{c['top1']:.1%} of {c['steps']}", f"{c['max_logit_diff']:.1e}"] if c else ["not checked"] * 4))
+    console.print(table)
+    if meta["residual_scale"] != 1:
+        console.print(f"ReLU written as GELU on a residual stream x{meta['residual_scale']:.0f}: in torch, largest "
+                      f"logit difference {meta['rewrite']['max_logit_diff']:.1e} on {meta['checked_on']}; "
+                      f"largest f16 value {meta['largest_f16_value']:.0f} of 65504")
+    if meta["not_verified"]:
+        console.print(f"[bold]not verified with llama.cpp[/]: {meta['not_verified']}")
+    console.print(f"Ollama: ollama create {meta['persona']} -f {Path(meta['out']) / 'Modelfile'}")

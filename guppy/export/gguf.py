@@ -150,9 +150,9 @@ def add_tokenizer(w, tokenizer, rows: int) -> None:
 
 
 def chat_defaults() -> dict:
-    from guppy.export.web import CHAT
+    from guppy.config import CHAT
 
-    return CHAT
+    return CHAT.model_dump()
 
 
 def add_sampling(w) -> None:

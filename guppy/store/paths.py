@@ -85,6 +85,7 @@ class RunPaths:
     def gguf(self) -> Path:
         return self.root / "gguf"
 
+    @property
     def inspect(self) -> Path:
         return self.root / "inspect"
 
