@@ -67,9 +67,7 @@ def parse_seeds(text: str) -> list[int]:
         raise GuppyError(f"--seeds {text!r}: a seed is given twice")
     if len(seeds) > MAX_SEEDS:
         raise GuppyError(f"--seeds: {len(seeds)} seeds; at most {MAX_SEEDS}")
-    for seed in seeds:
-        check_number("--seeds", seed, ge=0, le=SEED_MAX)
-    return seeds
+    return seeds  # each checked by check_eval_options, as --seed is
 
 
 def check_eval_options(*, samples: int, seeds: list[int]) -> None:

@@ -68,8 +68,10 @@ def on_topic_ci(asked: list[str], read_as: list[str], ceiling: float, seed: int)
     code = {t: i for i, t in enumerate(sorted(set(asked) | set(read_as)))}
     a, r = np.array([code[t] for t in asked]), np.array([code[t] for t in read_as])
     rng = np.random.default_rng(seed)
-    picks = [np.flatnonzero(a == code[t])[rng.integers(0, (a == code[t]).sum(), size=(BOOTSTRAP, (a == code[t]).sum()))]
-             for t in topics]  # per topic, (BOOTSTRAP, its prompts) indices
+    picks = []  # per topic, (BOOTSTRAP, its prompts) indices drawn from its own prompts
+    for t in topics:
+        own = np.flatnonzero(a == code[t])
+        picks.append(own[rng.integers(0, len(own), size=(BOOTSTRAP, len(own)))])
     rows = np.concatenate(picks, axis=1)  # every resample keeps each topic's number of prompts
     model = np.mean([(r[p] == code[t]).mean(axis=1) for t, p in zip(topics, picks)], axis=0)
     floor = np.mean([(r[rows] == code[t]).mean(axis=1) for t in topics], axis=0)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from guppy.model.chat import TEMPERATURE, TOP_P
+from guppy.config import CHAT
 from guppy.eval.confidence import mean_ci, normalized, on_topic_ci, persona_score_ci
 from guppy.errors import GuppyError
 from guppy.spec.language import is_spaced, units
@@ -134,14 +134,16 @@ def reply_figures(spec: Persona, replies_by_assoc: dict[str, list[str]], train_r
     }
 
 
-def reply_budget(tokenizer, data: EvalData | None, default: int = 48) -> int:
-    """Tokens a sampled reply may have: the 95th percentile of the training replies' lengths.
+def reply_budget(spec: Persona, tokenizer, data: EvalData | None, default: int = 48) -> int:
+    """Tokens a sampled reply may have. English keeps 48 tokens (and an uncut floor: the yardstick its
+    published scores were measured with); a language written without spaces gets the 95th percentile
+    of the training replies' lengths.
 
     A trained model ends its turn by itself; an untrained one (the floor) runs to the limit. Even at
     this budget a random reply holds a word found anywhere (Japanese) most of the time (kingyo: 92%),
     so score_model also cuts the floor's replies to the model's lengths (`as_long_as`)."""
     replies = [r for rs in (data.train_by_topic.values() if data else []) for r in rs]
-    if not replies:
+    if is_spaced(spec.language) or not replies:
         return default
     lengths = sorted(len(e.ids) for e in tokenizer.tokenizer.encode_batch(replies, add_special_tokens=False))
     return max(4, lengths[int(0.95 * (len(lengths) - 1))] + 1)  # + 1: the end-of-turn token
@@ -150,10 +152,10 @@ def reply_budget(tokenizer, data: EvalData | None, default: int = 48) -> int:
 def sample_grouped(model, tokenizer, prompts: dict[str, list[str]], *, samples: int, seed: int,
                    max_new_tokens: int = 48) -> dict[str, list[str]]:
     """`samples` replies to each prompt of each group (the `samples` of a prompt together), sampled as
-    `guppy chat` samples, one batched call for everything."""
+    `guppy chat` samples (config.CHAT: what the evaluator measures is what a user sees), one batched call."""
     flat = [(g, p) for g, ps in prompts.items() for p in ps for _ in range(samples)]
-    replies = complete(model, tokenizer, [p for _, p in flat], seed=seed, temperature=TEMPERATURE, top_p=TOP_P,
-                       max_new_tokens=max_new_tokens)
+    replies = complete(model, tokenizer, [p for _, p in flat], seed=seed, temperature=CHAT.temperature,
+                       top_p=CHAT.top_p, max_new_tokens=max_new_tokens)
     out: dict[str, list[str]] = {g: [] for g in prompts}
     for (g, _), r in zip(flat, replies):
         out[g].append(r)
@@ -176,15 +178,16 @@ def ceiling_replies(spec: Persona, data: EvalData | None) -> dict[str, list[str]
 
 
 def score_model(model, tokenizer, spec: Persona, data: EvalData | None, *, samples: int, seed: int,
-                with_lift: bool = True, as_long_as: dict[str, list[int]] | None = None) -> dict:
+                with_lift: bool = True, as_long_as: dict[str, list[int]] | None = None,
+                budget: int | None = None) -> dict:
     """Every figure for one model on one persona spec (lift and bits/byte only `with_lift`).
 
     as_long_as: for the floor, another model's `reply_chars`; in a language written without spaces,
-    each reply is cut to the length of that model's reply to the same prompt and sample."""
+    each reply is cut to the length of that model's reply to the same prompt and sample.
+    budget: reply_budget(spec, tokenizer, data), when the caller has it already."""
     model.eval()
     prompts = association_prompts(spec, data, seed)
-    # English keeps 48 tokens and an uncut floor: the yardstick its published scores were measured with.
-    budget = 48 if is_spaced(spec.language) else reply_budget(tokenizer, data)
+    budget = budget or reply_budget(spec, tokenizer, data)
     replies = sample_grouped(model, tokenizer, prompts, samples=samples, seed=seed, max_new_tokens=budget)
     if as_long_as is not None and not is_spaced(spec.language):
         # An untrained model never ends its turn, and its random tokens are longer than text's (kingyo: 4.5
@@ -210,20 +213,17 @@ def persona_score(model_f: dict, floor_f: dict, ceiling_f: dict) -> tuple[float,
     return sum(per.values()) / max(1, len(per)), per
 
 
-
-
 def answer_figures(reply_fn, spec: Persona, data: EvalData, *, seed: int, classifier=None) -> dict:
     """On topic and novelty, from the replies `reply_fn(prompts) -> replies` gives to the held-out prompts of
     every topic (see ON_TOPIC_REPLIES). reply_fn is a model's sampler, or anything else that answers (the
     evaluator's tests ask a parrot that looks replies up in the training data)."""
-    asked = held_out_prompts(data.test_by_topic, seed)
-    samples = min(4, -(-ON_TOPIC_REPLIES // max(1, len(asked))))
-    pairs = [pair for pair in asked for _ in range(samples)]
+    prompts = held_out_prompts(data.test_by_topic, seed)
+    samples = min(4, -(-ON_TOPIC_REPLIES // max(1, len(prompts))))
+    pairs = [pair for pair in prompts for _ in range(samples)]
     replies = reply_fn([p for _, p in pairs])
     test = [(t, c[-1]["content"]) for t, convs in sorted(data.test_by_topic.items()) for c in convs[:CEILING_PER_TOPIC]]
     novelty = novelty_figures(replies, data.train_replies, data.train_sentences)
-    novelty["ci"] = mean_ci(per_prompt(novelty.pop("_copied"), samples), seed)
-    novelty["ci"] = [round(1 - novelty["ci"][1], 4), round(1 - novelty["ci"][0], 4)]  # of novel = 1 - copied
+    novelty["ci"] = mean_ci(1 - per_prompt(novelty.pop("_copied"), samples), seed)  # of novel = 1 - copied
     ceiling_novelty = novelty_figures([r for _, r in test], data.train_replies, data.train_sentences)
     ceiling_novelty.pop("_copied")
     out = {"novelty": {"model": novelty, "ceiling": ceiling_novelty}, "on_topic": None}
@@ -244,18 +244,17 @@ def untrained_like(model, seed: int):
 
 def measure(model, tokenizer, spec: Persona, data: EvalData, *, samples: int, seed: int) -> dict:
     """Every figure for one model on one persona, at one sampling seed: model, floor and ceiling."""
-    model_f = score_model(model, tokenizer, spec, data, samples=samples, seed=seed)
+    budget = reply_budget(spec, tokenizer, data)  # the model, its floor and the on-topic replies alike
+    model_f = score_model(model, tokenizer, spec, data, samples=samples, seed=seed, budget=budget)
     floor_f = score_model(untrained_like(model, seed), tokenizer, spec, data, samples=samples, seed=seed,
-                          as_long_as=model_f["reply_chars"])
+                          as_long_as=model_f["reply_chars"], budget=budget)
     ceiling_f = reply_figures(spec, ceiling_replies(spec, data), data.train_replies)
     score, per = persona_score(model_f, floor_f, ceiling_f)
     ci = persona_score_ci(model_f.pop("_hits"), floor_f.pop("_hits"), ceiling_f["hit_rate"], seed)
     classifier = fit_classifier(data.train_by_topic, spec.language, seed) if data.has_topics else None
 
-    budget = 48 if is_spaced(spec.language) else reply_budget(tokenizer, data)  # as score_model's
-
     def reply_fn(prompts: list[str]) -> list[str]:
-        return complete(model, tokenizer, prompts, seed=seed, temperature=TEMPERATURE, top_p=TOP_P,
+        return complete(model, tokenizer, prompts, seed=seed, temperature=CHAT.temperature, top_p=CHAT.top_p,
                         max_new_tokens=budget)
 
     answers = answer_figures(reply_fn, spec, data, seed=seed, classifier=classifier)

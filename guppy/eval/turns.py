@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import random
 
-from guppy.model.chat import TEMPERATURE, TOP_P, chat_reply_budget, trim_history
+from guppy.config import CHAT
+from guppy.model.chat import chat_reply_budget, trim_history
 from guppy.model.sampler import complete
 
 TURNS = 4
@@ -63,7 +64,7 @@ def run_chats(model, tokenizer, pairs: list[tuple[str, str]], *, seed: int) -> l
         histories = [trim_history(h + [{"role": "user", "content": p}], tokenizer, model.config.context - max_new)
                      for h, (_, p) in zip(histories, asked)]
         replies = complete(model, tokenizer, histories, max_new_tokens=max_new, seed=seed + t,
-                           temperature=TEMPERATURE, top_p=TOP_P)
+                           temperature=CHAT.temperature, top_p=CHAT.top_p)
         histories = [h + [{"role": "assistant", "content": r}] for h, r in zip(histories, replies)]
         turns.append([(topic, p, r) for (topic, p), r in zip(asked, replies)])
     return turns

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from guppy.config import CHAT
 from guppy.errors import GuppyError
 
 TYPES = ("f16", "q8_0", "f32")
@@ -149,23 +150,17 @@ def add_tokenizer(w, tokenizer, rows: int) -> None:
     w.add_chat_template(CHAT_TEMPLATE)
 
 
-def chat_defaults() -> dict:
-    from guppy.config import CHAT
-
-    return CHAT.model_dump()
-
-
 def add_sampling(w) -> None:
     """`guppy chat`'s sampling, which llama.cpp reads as its defaults."""
-    w.add_sampling_temp(chat_defaults()["temperature"])
-    w.add_sampling_top_p(chat_defaults()["top_p"])
+    w.add_sampling_temp(CHAT.temperature)
+    w.add_sampling_top_p(CHAT.top_p)
 
 
 def modelfile(name: str, *, context: int) -> str:
     """Ollama's recipe: our ChatML turns without a system turn (the model never saw one), stop at the
     end of a turn, `guppy chat`'s sampling and nothing else (Ollama's defaults add top_k 40 and a
     repeat penalty of 1.1; llama.cpp reads top_k 0 as off)."""
-    chat = chat_defaults()
+    chat = CHAT.model_dump()
     return (f"FROM ./{name}.gguf\n"
             'TEMPLATE """{{- range .Messages }}{{- if ne .Role "system" }}<|im_start|>{{ .Role }}\n'
             '{{ .Content }}<|im_end|>\n'

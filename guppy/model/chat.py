@@ -18,12 +18,9 @@ from guppy.model.sampler import complete, generate
 from guppy.spec.personas import persona_name, persona_run
 
 QUIT_WORDS = {"quit", "exit", ":q", "/quit", "/exit"}
-# How `guppy chat` samples. The evaluator samples the same way (guppy/eval/evaluate.py, guppy/eval/turns.py),
-# so what it measures is what a user of `guppy chat` sees.
-TEMPERATURE, TOP_P, MAX_NEW_TOKENS = 0.8, 0.95, 64
 
 
-def chat_reply_budget(context: int, max_new_tokens: int = MAX_NEW_TOKENS) -> int:
+def chat_reply_budget(context: int, max_new_tokens: int = CHAT.max_new_tokens) -> int:
     """Tokens a reply may take in a chat: at most half the context, to leave room to remember something."""
     return min(max_new_tokens, context // 2)
 
