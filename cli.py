@@ -17,7 +17,7 @@ from rich.table import Table
 
 from guppy.config import CHAT, EVAL_SAMPLES, GENERATE
 from guppy.errors import GuppyError
-from pipeline.cli_shared import (OverwriteOpt, PersonaArg, RunOpt, SeedOpt, console, err_console, given, new_app,
+from pipeline.cli_shared import (DeviceOpt, OverwriteOpt, PersonaArg, RunOpt, SeedOpt, console, err_console, given, new_app,
                                  print_generate_report, train_options)
 from pipeline.persona_cli import persona_app
 
@@ -166,7 +166,7 @@ EvalDataOpt = Annotated[Optional[Path], typer.Option("--data", help="Measure aga
 
 @app.command("eval")
 def eval_(persona: PersonaArg, run: RunOpt = None, samples: SamplesOpt = EVAL_SAMPLES, seed: SeedOpt = 0,
-          seeds: SeedsOpt = None, data: EvalDataOpt = None):
+          seeds: SeedsOpt = None, data: EvalDataOpt = None, device: DeviceOpt = "auto"):
     """Measure how strongly the persona shows in a trained model: persona words, on topic, novelty, over a chat,
     each with floor, ceiling and a 95% interval. Writes runs/PERSONA/eval/report.{json,md}."""
     import time
@@ -178,7 +178,7 @@ def eval_(persona: PersonaArg, run: RunOpt = None, samples: SamplesOpt = EVAL_SA
     chosen = parse_seeds(seeds) if seeds is not None else [seed]
     with console.status(f"evaluating (seed{'s' if len(chosen) > 1 else ''} {', '.join(map(str, chosen))}): "
                         "sampling replies, scoring the model, the floor and the ceiling"):
-        report = evaluate(persona=persona, run=run, samples=samples, seeds=chosen, data=data)
+        report = evaluate(persona=persona, run=run, samples=samples, seeds=chosen, data=data, device=device)
     print_eval_report(report, time.perf_counter() - started)
     return report
 
@@ -212,13 +212,14 @@ def compare(
     samples: SamplesOpt = EVAL_SAMPLES,
     seed: SeedOpt = 0,
     out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: runs/compare.")] = None,
+    device: DeviceOpt = "auto",
 ):
     """Score every persona's model against every persona spec; the diagonal should dominate."""
     from guppy.eval.commands import compare as run
 
     _quiet_datasets()
     with console.status("scoring every model against every persona"):
-        result = run(personas=personas, samples=samples, seed=seed, out=out)
+        result = run(personas=personas, samples=samples, seed=seed, out=out, device=device)
     print_matrix(result)
 
 
@@ -283,7 +284,7 @@ def run_all(
     console.print(summary_table("trained", run_train(persona=persona, overwrite=True, **config)))
     lap("train")
     console.rule("[bold]3/4[/] evaluate")
-    report = eval_(persona=persona, run=None, samples=EVAL_SAMPLES, seed=seed)
+    report = eval_(persona=persona, run=None, samples=EVAL_SAMPLES, seed=seed, device=config.get("device", "auto"))
     lap("eval")
     console.rule("[bold]4/4[/] sample replies")
     replies = sample_replies(persona=persona, seed=seed)

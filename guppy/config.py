@@ -65,6 +65,10 @@ class ModelConfig(Shape):
         return self
 
 
+Device = Literal["auto", "cpu", "cuda", "mps"]  # where a model runs: train, eval, compare
+DEVICE_HELP = "auto picks cuda, then mps, then cpu."
+
+
 class TrainConfig(Shape):
     """Everything that decides a training run. Saved beside the run (train_config.json) and in every checkpoint."""
 
@@ -90,7 +94,7 @@ class TrainConfig(Shape):
     eval_batches: int = Field(gt=0, le=10_000, description="Batches of the test split in each held-out evaluation.")
     log_every: int = Field(gt=0, le=10_000_000, description="Steps between training-loss logs; must divide eval_every.")
     seed: int = Field(0, ge=0, lt=2**63, description="Random seed: the same seed and config give the same loss curve.")
-    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto picks cuda, then mps, then cpu.")
+    device: Device = Field("auto", description=DEVICE_HELP)
     compile: Literal["auto", "on", "off"] = Field("auto", description=(
         "torch.compile: auto compiles on CUDA for runs of 10,000 steps or more (where it pays back), never on CPU."))
     vocab_size: int = Field(4096, ge=300, le=262_144, description="Tokens the tokenizer may learn (a small corpus yields fewer).")

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from guppy.config import DEVICE_HELP, Device
 from guppy.errors import GuppyError
 
 console = Console()
@@ -48,6 +49,7 @@ PersonaArg = Annotated[str, typer.Argument(help="Persona name (personas/NAME.yam
 SeedOpt = Annotated[int, typer.Option(help="Random seed; the same seed gives the same result.")]
 RunOpt = Annotated[Optional[Path], typer.Option("--run", help="Run folder. Default: runs/PERSONA.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the output folder if it exists.")]
+DeviceOpt = Annotated[Device, typer.Option(help=f"Where the model runs: {DEVICE_HELP}")]
 
 
 def print_warnings(warnings: list[str]) -> None:

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 import cli
 from guppy.config import TrainConfig
 from guppy.errors import GuppyError
-from guppy.train.processes import pick_device
+from guppy.model.device import pick_device
 
 runner = CliRunner()
 

@@ -34,3 +34,18 @@ def test_a_gpu_run_resumes_exactly_after_ctrl_c(tmp_path, corpus):
     train(persona="fish", data=corpus, out=tmp_path / "fish", max_steps=STEPS, resume=True, **GPU)
     # Float atomics in some GPU kernels make two runs differ in the last bits, not more.
     assert_same_run(tmp_path / "fish", whole, tolerance=1e-4)
+
+
+def test_the_evaluator_samples_on_the_gpu_as_on_the_cpu(mini_run):
+    """guppy eval runs the model on the GPU; its uniform numbers are drawn on the CPU (guppy/model/sampler.py),
+    so a seed gives the same replies on either device, but for a near tie the devices' rounding tips over."""
+    from guppy.config import CHAT
+    from guppy.model.checkpoint import load_model
+    from guppy.model.sampler import complete
+
+    cpu, tokenizer, _ = load_model(mini_run)
+    gpu, _, _ = load_model(mini_run, device="cuda")
+    prompts = ["are you hungry", "hello", "how are you", "what do you like", "tell me about the tank"] * 12
+    on_cpu, on_gpu = (complete(m, tokenizer, prompts, seed=0, temperature=CHAT.temperature, top_p=CHAT.top_p)
+                      for m in (cpu, gpu))
+    assert sum(a == b for a, b in zip(on_cpu, on_gpu)) >= 0.9 * len(prompts)

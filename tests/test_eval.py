@@ -284,3 +284,11 @@ def test_eval_refuses_bad_seeds_and_a_data_path_that_is_not_a_dataset(world, tmp
 
 def test_compare_refuses_a_persona_named_twice(world):
     assert_one_line_error(runner.invoke(app, ["compare", "mini", "mini"]), "twice")
+
+
+def test_eval_and_compare_on_a_device_that_is_not_there_are_one_line(world, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert_one_line_error(runner.invoke(app, ["eval", "mini", "--device", "cuda"]), "--device cuda")
+    assert_one_line_error(runner.invoke(app, ["compare", "mini", "kitty", "--device", "cuda"]), "--device cuda")

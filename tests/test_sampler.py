@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from guppy.model.gpt import GPT, ModelConfig
-from guppy.model.sampler import complete, generate, sample_next
+from guppy.model.sampler import complete, generate, nucleus, sample_next
 from guppy.model.tokenizer import train_tokenizer
 
 NO_STOP = -1  # a stop id no model can produce: every row runs to max_new_tokens
@@ -108,6 +108,22 @@ def test_sampling_follows_the_distribution_and_never_picks_what_top_k_removed():
     assert set(picks.tolist()) == {0, 1}
     picks = sample_next(logits, temperature=1.0, top_k=None, top_p=0.7, generator=g)  # 0.5 + 0.3 reach 0.7
     assert set(picks.tolist()) == {0, 1}
+
+
+def test_nucleus_keeps_what_sorting_the_whole_row_keeps_for_peaked_and_flat_rows():
+    """nucleus() sorts the 64 most likely tokens first and a whole row only where they fall short of top_p;
+    the tokens it keeps are the definition's: sort everything, keep while the mass before is < top_p."""
+    torch.manual_seed(0)
+    ranks = torch.stack([torch.randperm(4096) for _ in range(16)]).float()  # no two logits of a row tie
+    flat = ranks * 1e-5  # an untrained model: the nucleus is most of the vocabulary
+    peaked = ranks * 0.1  # a trained one: a few dozen tokens
+    logits = torch.cat([flat, peaked])[torch.randperm(32)]  # both kinds in one batch
+    for top_p in (0.5, 0.9, 0.999):
+        ordered, order = logits.softmax(-1).sort(dim=-1, descending=True)
+        keep = (ordered.cumsum(-1) - ordered) < top_p
+        expected = torch.zeros_like(keep).scatter(-1, order, keep)
+        assert torch.equal(nucleus(logits, top_p) > float("-inf"), expected)
+    assert (nucleus(peaked, 0.9) > float("-inf")).sum(-1).max() < 64 < (nucleus(flat, 0.9) > float("-inf")).sum(-1).min()
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 from guppy.store.atomic import check_output, output_lock
 from guppy.checks import SEED_MAX, check_number
 from guppy.model.checkpoint import load_model
+from guppy.model.device import pick_device
 from guppy.eval.confidence import over_seeds, persona_score_ci
 from guppy.config import EVAL_SAMPLES
 from guppy.data.reader import load_conversations
@@ -79,14 +80,15 @@ def check_eval_options(*, samples: int, seeds: list[int]) -> None:
 
 
 def evaluate(*, persona: str, run: Path | None = None, samples: int = EVAL_SAMPLES, seeds: list[int] = (0,),
-             data: Path | None = None) -> dict:
+             data: Path | None = None, device: str = "auto") -> dict:
     seeds = list(seeds)
     check_eval_options(samples=samples, seeds=seeds)
+    device = pick_device(device)
     loaded = load_persona(persona)
     check_persona(loaded.spec, loaded.path)
     paths = RunPaths.for_persona(loaded.spec.name, run)
     check_output(paths.eval, "eval")  # before minutes of work: may the old report be replaced?
-    model, tokenizer, _ = load_model(paths.root)  # before the lock: a run that is not there gets no folder
+    model, tokenizer, _ = load_model(paths.root, device=device)  # before the lock: a run that is not there gets no folder
     eval_data = load_eval_data(paths, loaded.spec.name, data)
     with output_lock(paths.eval):  # a second eval of the same run is refused, not interleaved
         reports = [report_json(loaded.spec, measure(model, tokenizer, loaded.spec, eval_data, samples=samples,
@@ -100,11 +102,13 @@ def evaluate(*, persona: str, run: Path | None = None, samples: int = EVAL_SAMPL
     return report
 
 
-def compare(*, personas: list[str], samples: int = EVAL_SAMPLES, seed: int = 0, out: Path | None = None) -> dict:
+def compare(*, personas: list[str], samples: int = EVAL_SAMPLES, seed: int = 0, out: Path | None = None,
+            device: str = "auto") -> dict:
     """Score every trained model against every persona spec; the diagonal should dominate, by more than noise."""
     if len(personas) < 2:
         raise GuppyError("compare needs at least two personas, e.g. `guppy compare guppy cat plant`")
     check_eval_options(samples=samples, seeds=[seed])
+    device = pick_device(device)
     out = Path(out) if out else COMPARE_DIR
     check_output(out, "compare")  # never a stranger's folder, checked before any work
     specs = {p: load_persona(p) for p in personas}
@@ -114,7 +118,7 @@ def compare(*, personas: list[str], samples: int = EVAL_SAMPLES, seed: int = 0, 
         raise GuppyError(f"compare: persona {twice[0]} is named twice; give each persona once")
     for loaded in specs.values():
         check_persona(loaded.spec, loaded.path)
-    models = {p: load_model(RunPaths.for_persona(specs[p].name).root)[:2] for p in personas}
+    models = {p: load_model(RunPaths.for_persona(specs[p].name).root, device=device)[:2] for p in personas}
     data = {p: load_eval_data(RunPaths.for_persona(specs[p].name), specs[p].name) for p in personas}
     matrix: dict[str, dict[str, float]] = {}
     ci: dict[str, dict[str, list[float]]] = {}

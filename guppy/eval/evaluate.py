@@ -237,9 +237,10 @@ def answer_figures(reply_fn, spec: Persona, data: EvalData, *, seed: int, classi
 
 
 def untrained_like(model, seed: int):
-    """The floor: the same architecture, freshly initialized, never trained."""
+    """The floor: the same architecture, freshly initialized (on the CPU, so a seed gives the same weights
+    on any device), never trained; on the model's device."""
     torch.manual_seed(seed)
-    return GPT(model.config).eval()
+    return GPT(model.config).to(model.lm_head.weight.device).eval()
 
 
 def measure(model, tokenizer, spec: Persona, data: EvalData, *, samples: int, seed: int) -> dict:

@@ -88,8 +88,7 @@ def trace(model, tokenizer, prompt: str, *, temperature: float = 0.0, top_p: flo
     if len(prompt_ids) + room > context:
         raise GuppyError(f"--prompt: {len(prompt_ids)} tokens, but this model's context of {context} tokens "
                          f"leaves {context - room} for the prompt ({room} are for the reply); shorten it")
-    device = model.lm_head.weight.device
-    generator = torch.Generator(device).manual_seed(seed)  # as `complete` seeds it
+    generator = torch.Generator().manual_seed(seed)  # as `complete` seeds it (on the CPU, any device)
     reply_ids = []
     for token in generate(model, [prompt_ids], max_new_tokens=max_new_tokens, temperature=temperature,
                           top_k=top_k, top_p=top_p, stop_id=tokenizer.im_end_id, generator=generator):

@@ -68,7 +68,10 @@ def word_log_expectation(model, tokenizer, prompt: str, reply: str, words: list[
     positions = range(first, len(seq))
     mid = " " if spaced else ""
     spelled = {lead: [tokenizer.encode(lead + w) for w in words] for lead in ("", mid)}  # reply start / mid-reply
-    logp = torch.log_softmax(model(torch.tensor([seq]))[0][0].float(), dim=-1)
+    device = model.lm_head.weight.device
+    # The model runs where it is; the log-probabilities come back to the CPU at once, since the loops
+    # below read them one position and word at a time (on a GPU each read would be a kernel launch).
+    logp = torch.log_softmax(model(torch.tensor([seq], device=device))[0][0].float(), dim=-1).cpu()
     per_position = torch.full((len(positions), len(words)), float("-inf"))
     longer, where = [], []
     for t, at in enumerate(positions):
@@ -79,7 +82,7 @@ def word_log_expectation(model, tokenizer, prompt: str, reply: str, words: list[
                 longer.append((seq[: at + 1] + ids)[-n_ctx:])  # cut from the left: the word stays whole
                 where.append((t, j, len(ids)))
     if longer:
-        lp = torch.log_softmax(model(right_padded(longer, tokenizer.pad_id))[0].float(), dim=-1)
+        lp = torch.log_softmax(model(right_padded(longer, tokenizer.pad_id).to(device))[0].float(), dim=-1).cpu()
         for i, (t, j, k) in enumerate(where):
             row, n = longer[i], len(longer[i])
             at = torch.arange(n - k - 1, n - 1)
@@ -116,7 +119,8 @@ def bits_per_byte(model, tokenizer, conversations: list[list[dict]], batch_size:
         chunk = encoded[b:b + batch_size]
         x = right_padded([ids[:-1] for ids, _, _ in chunk], tokenizer.pad_id)
         y = right_padded([[t if m else -1 for t, m in zip(ids[1:], mask[1:])] for ids, mask, _ in chunk], -1)
-        logits, _ = model(x)
-        nats += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum").item()
+        logits, _ = model(x.to(model.lm_head.weight.device))
+        nats += F.cross_entropy(logits.float().flatten(0, 1), y.flatten().to(logits.device), ignore_index=-1,
+                                reduction="sum").item()
         nbytes += sum(len(m["content"].encode()) + 1 for _, _, c in chunk for m in c if m["role"] == "assistant")
     return nats / math.log(2) / max(1, nbytes)
