@@ -1,7 +1,7 @@
 """A/B of training recipes on one machine, in one run: held-out loss and persona score for each.
 
     python tests/bench/bench_optim.py                        # AdamW vs Muon, tiny and small (the issue's table)
-    python tests/bench/bench_optim.py --parallel 6 --threads 2 \\
+    python tests/bench/bench_optim.py --parallel 6 --threads 2 --train-seeds 0,1,2 \\
         --job '{"preset": "tiny", "lr": 8e-3}' --job '{"preset": "tiny", "batch_size": 24}'
 
 Each job is a `guppy.train.trainer.train` config (preset + overrides) trained on --data (default runs/guppy/data)
@@ -35,11 +35,13 @@ persona = job.get("persona", "guppy")
 started = time.perf_counter()
 summary = train(persona=persona, data={data!r}, out={out!r}, progress=False,
                 **{{k: v for k, v in job.items() if k != "persona"}})
-reports = [evaluate(persona=persona, run={out!r}, samples=4, seed=s) for s in {eval_seeds!r}]
+reports = [evaluate(persona=persona, run={out!r}, samples=4, seeds=[s], device=job.get("device", "auto"))
+           for s in {eval_seeds!r}]
 scores = sorted(r["persona_score"] for r in reports)
+topical = sorted((r.get("on_topic") or {{}}).get("score") or 0.0 for r in reports)
 print("RESULT " + json.dumps({{"job": job, "best_test_loss": summary["best_test_loss"], "best_step": summary["best_step"],
       "train_s": summary["wall_s"], "tokens_per_s": summary["tokens_per_s"], "persona_score": scores[len(scores) // 2],
-      "persona_scores": [r["persona_score"] for r in reports],
+      "persona_scores": [r["persona_score"] for r in reports], "on_topic": topical[len(topical) // 2],
       "associations": {{a: v["score"] for a, v in reports[0]["associations"].items()}}}}))
 """
 
@@ -83,6 +85,24 @@ def table(results: list[dict]) -> None:
               f"| {r['train_s']:7.0f} | {r['tokens_per_s']:8,.0f} |")
 
 
+def over_seeds(results: list[dict]) -> None:
+    """One row per job: the median and range over its training seeds of each figure."""
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        if "error" not in r:
+            groups.setdefault(json.dumps({k: v for k, v in r["job"].items() if k != "seed"}), []).append(r)
+
+    def spread(rows: list[dict], key: str) -> str:
+        xs = sorted(r[key] for r in rows)
+        return f"{xs[len(xs) // 2]:.3f} ({xs[0]:.3f}-{xs[-1]:.3f})"
+
+    print(f"\n| {'job (median and range over training seeds)':<70} | seeds | held-out | persona | on-topic | train s |")
+    print(f"|{'-' * 72}|-------|----------|---------|----------|---------|")
+    for name, rows in groups.items():
+        print(f"| {name:<70} | {len(rows)} | {spread(rows, 'best_test_loss')} | {spread(rows, 'persona_score')} | "
+              f"{spread(rows, 'on_topic')} | {spread(rows, 'train_s')} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=None, help="dataset of every job (default: runs/PERSONA/data)")
@@ -94,6 +114,8 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=None,
                     help="steps of the default table's equal-steps runs (default: each preset's own)")
     ap.add_argument("--eval-seeds", default="0", help="score each run with these eval seeds; the table shows the median")
+    ap.add_argument("--train-seeds", default=None,
+                    help="run each --job once per training seed (e.g. 0,1,2) and add a table of medians over them")
     ap.add_argument("--keep", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,6 +124,12 @@ def main() -> None:
         args.job = [{"device": args.device, **j} for j in args.job]
         common = dict(data=args.data, threads=args.threads, parallel=args.parallel, folder=folder,
                       eval_seeds=[int(s) for s in args.eval_seeds.split(",")])
+        if args.job and args.train_seeds:
+            seeds = [int(s) for s in args.train_seeds.split(",")]
+            results = run_all([{**j, "seed": s} for j in args.job for s in seeds], **common)
+            table(results)
+            over_seeds(results)
+            return
         if args.job:
             table(run_all(args.job, **common))
             return
