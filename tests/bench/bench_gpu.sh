@@ -3,6 +3,8 @@
 #
 #   python3 -m pip install --no-deps --no-index -q .whl/*.whl && bash tests/bench/bench_gpu.sh after
 #
+# QUICK=1 (optional): leave out what was measured before and changes slowly (--packing whole, the step
+# microbenchmark, torch.compile's two runs), to leave device time for tests/bench/gpu_recipes.sh.
 # BEFORE=DIR (optional): a folder of files as they were before a change (same paths as in the checkout); they
 # are swapped in for a `train` twice, then swapped back, so before and after are timed on one machine.
 # Logs, cProfile listings (sorted by cumulative time) and times.txt come back as $OUT/logs-TAG.tgz.
@@ -46,22 +48,24 @@ step train-1 python3 cli.py train guppy --preset guppy
 step train-2 python3 cli.py train guppy --preset guppy
 pack
 step eval python3 cli.py eval guppy
+step eval-cpu python3 cli.py eval guppy --device cpu  # the same figures, the model on the CPU
 step run-1 python3 cli.py run guppy --preset guppy
 pack
 step pytest-cuda python3 -m pytest -q tests/test_cuda.py tests/test_gpu_paths.py
 pack
 step train-3-profiled python3 -m cProfile -o "$LOG/train.prof" cli.py train guppy --preset guppy
 step eval-profiled python3 -m cProfile -o "$LOG/eval.prof" cli.py eval guppy
-step train-whole python3 cli.py train guppy --preset guppy --packing whole --out runs/guppy-whole
-python3 tests/bench/bench_gpu_step.py > "$LOG/step.txt" 2>&1
+[ -z "${QUICK:-}" ] && step train-whole python3 cli.py train guppy --preset guppy --packing whole --out runs/guppy-whole
+[ -z "${QUICK:-}" ] && python3 tests/bench/bench_gpu_step.py > "$LOG/step.txt" 2>&1
 listing train; listing eval
 cat "$LOG/step.txt"
 for f in before-train-1 train-1 train-2 train-whole; do
     echo "$f: $(grep -E 'wall_s|prepare_s|eval_s|checkpoint_s|tokens_per_s|best_test_loss' "$LOG/$f.log" 2>/dev/null | tr -s ' │' ' ' | tr '\n' ' ')"
 done
-grep -h -E "persona .*on-topic|generate .* total|time:" "$LOG"/eval.log "$LOG"/run-1.log
+grep -H -E "persona .*on-topic|generate .* total|time:" "$LOG"/eval.log "$LOG"/eval-cpu.log "$LOG"/run-1.log
 tail -3 "$LOG/pytest-cuda.log"
 pack
+[ -n "${QUICK:-}" ] && exit 0
 # Last, as it may take long: torch.compile's cost the first and the second time (inductor's caches warm).
 step compile-1 timeout 100 python3 cli.py train guppy --preset guppy --compile on --out runs/guppy-compiled
 step compile-2 timeout 100 python3 cli.py train guppy --preset guppy --compile on --out runs/guppy-compiled
