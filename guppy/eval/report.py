@@ -31,14 +31,9 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no window
-import matplotlib.pyplot as plt  # noqa: E402
-
-from guppy.spec.language import is_spaced  # noqa: E402
-from guppy.store.atomic import atomic_dir  # noqa: E402
-from guppy.store.paths import RunPaths  # noqa: E402
+from guppy.spec.language import is_spaced
+from guppy.store.atomic import atomic_dir
+from guppy.store.paths import RunPaths
 
 WHO = ("model", "floor", "ceiling")  # each figure is given for the model, an untrained one and the data
 
@@ -138,9 +133,18 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+def new_figure(width: float, height: float):
+    """(figure, axes) of a matplotlib Figure of its own, not pyplot's: files only, no global state to close,
+    and imported only when a chart is drawn (pyplot at import time was a second of `guppy eval`)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots()
+
+
 def bar_chart(report: dict, path: Path) -> None:
     names = list(report["associations"])
-    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(names), 3.6))
+    fig, ax = new_figure(1.6 + 1.5 * len(names), 3.6)
     for i, (who, color) in enumerate((("floor", "#bbbbbb"), ("model", "#2b7bba"), ("ceiling", "#7fbf7f"))):
         values = [report["associations"][n]["hit_rate"][who] for n in names]
         ax.bar([x + (i - 1) * 0.27 for x in range(len(names))], values, 0.27, label=who, color=color)
@@ -151,7 +155,6 @@ def bar_chart(report: dict, path: Path) -> None:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8, frameon=False)  # off the bars
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)  # into write_report's atomic folder
-    plt.close(fig)
 
 
 def write_report(paths: RunPaths, report: dict) -> None:
@@ -282,7 +285,7 @@ def fmt(x) -> str:
 
 def turns_chart(report: dict, path: Path) -> None:
     per_turn = report["turns"]["per_turn"]
-    fig, ax = plt.subplots(figsize=(4.8, 3.2))
+    fig, ax = new_figure(4.8, 3.2)
     for key, color in (("on_topic", "#2b7bba"), ("persona", "#d9822b")):
         points = [(r["turn"], r[key]) for r in per_turn if r[key] is not None]
         if points:
@@ -295,7 +298,6 @@ def turns_chart(report: dict, path: Path) -> None:
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)
-    plt.close(fig)
 
 
 def write_matrix(out: Path, result: dict) -> None:
@@ -308,7 +310,7 @@ def write_matrix(out: Path, result: dict) -> None:
 def heatmap(result: dict, path: Path) -> None:
     names = result["models"]
     values = [[result["matrix"][a][b] for b in names] for a in names]
-    fig, ax = plt.subplots(figsize=(1.4 + 1.1 * len(names), 1.2 + 1.0 * len(names)))
+    fig, ax = new_figure(1.4 + 1.1 * len(names), 1.2 + 1.0 * len(names))
     ax.imshow(values, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(names)), names)
     ax.set_yticks(range(len(names)), names)
@@ -322,4 +324,3 @@ def heatmap(result: dict, path: Path) -> None:
     ax.set_title("persona score (diagonal marked where within noise)")
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)
-    plt.close(fig)

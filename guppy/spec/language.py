@@ -141,19 +141,23 @@ _LEFT_EDGE = f"(?<![^\\W{UNSPACED_CHARS}])"
 _RIGHT_EDGE = f"(?![^\\W{UNSPACED_CHARS}])"
 
 
-def _phrase_regex(phrase: str) -> str:
+def _edges(phrase: str) -> tuple[str, str]:
     """A phrase of a spaced script matches as whole words; an edge in an unspaced script (ja, zh,
     th) has no visible word boundary, so that side matches anywhere: 'ごはん' in 'ごはんが好き'."""
-    body = re.escape(phrase.lower())
-    left = "" if is_unspaced_char(phrase[:1]) else _LEFT_EDGE
-    right = "" if is_unspaced_char(phrase[-1:]) else _RIGHT_EDGE
-    return left + body + right
+    return ("" if is_unspaced_char(phrase[:1]) else _LEFT_EDGE, "" if is_unspaced_char(phrase[-1:]) else _RIGHT_EDGE)
 
 
 @functools.lru_cache(maxsize=1024)
 def phrases_pattern(phrases: tuple[str, ...]) -> re.Pattern:
-    """One regex that finds any of the phrases: 'eat' in 'i eat.', not in 'great'; 'ごはん' in 'ごはんだ'."""
-    alternatives = "|".join(_phrase_regex(p) for p in sorted(phrases, key=len, reverse=True))
+    """One regex that finds any of the phrases: 'eat' in 'i eat.', not in 'great'; 'ごはん' in 'ごはんだ'.
+
+    Phrases with the same edges share one pair of them, `edge(?:a|b|c)edge`: each edge is a class of
+    thousands of characters that takes re a millisecond and more to compile, once per phrase before
+    (a second of `guppy eval`). Longest first within each group, so the longest phrase is the match."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for phrase in sorted(phrases, key=len, reverse=True):
+        groups.setdefault(_edges(phrase), []).append(re.escape(phrase.lower()))
+    alternatives = "|".join(f"{left}(?:{'|'.join(bodies)}){right}" for (left, right), bodies in groups.items())
     return re.compile(f"(?:{alternatives})", re.IGNORECASE)
 
 

@@ -1,6 +1,6 @@
 """Where one training step of the guppy preset goes on a GPU, and the bf16 matmul rate MFU is measured against.
 
-    python3 tests/bench/bench_gpu_step.py [--batch 512] [--vocab 3336]
+    python3 tests/bench/bench_gpu_step.py [--batch 512] [--vocab 3336] [--profile]
 
 Random tokens at the guppy shape; median ms of 5 x 10 steps after a warm-up, for: forward + backward alone,
 and the whole step with each optimizer (torch.optim.Muon one matrix at a time, guppy's batched Muon, AdamW).
@@ -42,6 +42,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--vocab", type=int, default=3336)
+    ap.add_argument("--profile", action="store_true", help="also print the kernels of 5 steps, most GPU time first")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
     p = PRESETS["guppy"]
@@ -53,9 +54,19 @@ def main() -> None:
     print(f"bf16 matmul (8192^3): {peak / 1e12:.0f} TFLOP/s; {flops / 1e6:.1f} MFLOP/token; "
           f"batch {args.batch} x {conf.context}")
 
-    def forward_backward():
+    # Targets as in a packed chat: about half the positions are the user's turn (-1), learned nothing from.
+    y = x.masked_fill(torch.rand(x.shape, device="cuda") < 0.5, -1)
+
+    def forward_backward():  # the model's own loss: logits only where there is a target (finding them syncs)
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            _, loss = model(x, x, reduction="sum")
+            _, loss = model(x, y, reduction="sum")
+        loss.backward()
+
+    def forward_backward_every_position():  # logits everywhere, -1 ignored by the loss: no sync
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits, _ = model(x)
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1,
+                                                     reduction="sum")
         loss.backward()
 
     hidden = {id(q) for q in model.hidden_matrices()}
@@ -67,9 +78,11 @@ def main() -> None:
         "batched Muon + AdamW": Optimizers(Muon(matrices, batched=True, **options), torch.optim.AdamW(rest, fused=True)),
         "AdamW alone": Optimizers(torch.optim.AdamW(model.parameters(), fused=True)),
     }
-    fb = timed(forward_backward)
-    print(f"{'forward + backward':24s} {fb:7.2f} ms   {args.batch * conf.context / fb / 1e3:6.2f}M tok/s   "
-          f"MFU {flops * args.batch * conf.context / (fb / 1e3) / peak:.1%}")
+    for name, fn in [("forward + backward", forward_backward),
+                     ("  logits everywhere", forward_backward_every_position)]:
+        fb = timed(fn)
+        print(f"{name:24s} {fb:7.2f} ms   {args.batch * conf.context / fb / 1e3:6.2f}M tok/s   "
+              f"MFU {flops * args.batch * conf.context / (fb / 1e3) / peak:.1%}")
     for name, opt in optimizers.items():
         forward_backward()  # every parameter has a gradient for the optimizer-only timing
         alone = timed(opt.step)
@@ -82,6 +95,17 @@ def main() -> None:
         step = timed(whole)
         print(f"{name:24s} step {step:7.2f} ms (optimizer alone {alone:6.2f} ms)   "
               f"MFU {flops * args.batch * conf.context / (step / 1e3) / peak:.1%}")
+    if args.profile:  # the kernels of 5 whole steps (batched Muon), most GPU time first
+        opt = optimizers["batched Muon + AdamW"]
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                forward_backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60))
 
 
 if __name__ == "__main__":
