@@ -49,7 +49,7 @@ def generate_data(
     seed: SeedOpt = 0,
     out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: runs/PERSONA/data.")] = None,
     test_size: Annotated[float, typer.Option(help="Share of conversations held out for the test split.")] = GENERATE.test_size,
-    num_proc: Annotated[int, typer.Option(help="Processes rendering (and checking) conversations in parallel; 2 suits a 2-core laptop, 1 uses no extra processes. The data is the same either way.")] = GENERATE.num_proc,
+    num_proc: Annotated[int, typer.Option(help="Processes rendering (and checking) conversations in parallel; default: the cores here, up to 8; 1 uses no extra processes. The data is the same either way.")] = GENERATE.num_proc,
     format: Annotated[str, typer.Option("--format", help="arrow (save_to_disk), jsonl or parquet.")] = GENERATE.format,
     overwrite: OverwriteOpt = False,
     drop_violations: Annotated[bool, typer.Option("--drop-violations", help="Leave out conversations whose replies break the persona's style, instead of failing; the card counts them.")] = False,

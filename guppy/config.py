@@ -9,6 +9,7 @@ Only pydantic here: `guppy --help` reads it without importing torch.
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -22,13 +23,20 @@ EVAL_SAMPLES = 4
 MAX_PARAMS = 2_000_000_000  # a config read back from a stranger's checkpoint must not allocate ~8 GB
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (a container or taskset may allow fewer than the machine has)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class Generate(BaseModel):
     """`guppy generate-data`'s defaults, stated once (`guppy run` generates with them too)."""
     model_config = ConfigDict(frozen=True)
 
     n: int = 60_000
     test_size: float = 0.05
-    num_proc: int = 2  # a 2-core laptop; the data is the same for any number
+    # Rendering processes: the cores here, up to 8 (a 2-core laptop: 2; a 16-core GPU machine renders
+    # 4x faster than with 2). The data is the same for any number.
+    num_proc: int = Field(default_factory=lambda: min(8, usable_cores()))
     format: Literal["arrow", "jsonl", "parquet"] = "arrow"
 
 

@@ -50,47 +50,59 @@ def tokens_starting_with(tokenizer, words: tuple[str, ...]) -> list[list[int]]:
 
 
 @torch.no_grad()
-def word_log_expectation(model, tokenizer, prompt: str, reply: str, words: list[str], *, spaced: bool = True) -> float:
-    """log of the mean, over the positions t of the model's greedy `reply`, of P(an expected word comes next
-    | prompt, reply[:t]), each word's probability the product over its tokens. The mean (not the
-    sum) keeps long and short replies comparable. Mid-reply, a word follows a space, unless the
-    language is written without spaces (`spaced` False: ja, zh); there a token that starts with the
-    word (ごはんが for ごはん) also counts as the word coming next.
+def log_probs(model, rows: list[list[int]], pad: int, batch_size: int = 32) -> list[torch.Tensor]:
+    """Per row, (len(row), vocab) log-probabilities of the next token after each position, on the CPU.
+    Rows go through the model together, right-padded (causal attention never looks at the padding after):
+    one forward for many rows, where one per row kept a GPU waiting on Python."""
+    device, out = model.lm_head.weight.device, []
+    for b in range(0, len(rows), batch_size):
+        chunk = rows[b:b + batch_size]
+        lp = torch.log_softmax(model(right_padded(chunk, pad).to(device))[0].float(), dim=-1).cpu()
+        out += [lp[i, :len(r)] for i, r in enumerate(chunk)]
+    return out
 
-    One forward pass over prompt + reply gives every position's next-token distribution, which
-    is all a one-token word needs; only words of several tokens need their own rows."""
-    n_ctx = model.config.context
-    # Another persona's prompt can be long in this model's tokens: keep its end, as the sampler does.
+
+def greedy_rows(tokenizer, n_ctx: int, prompt: str, reply: str) -> tuple[list[int], int]:
+    """(prompt + the model's greedy reply as ids, `first`): the logits at first + t predict what follows
+    reply[:t]. Another persona's prompt can be long in this model's tokens: its end is kept, as the sampler does."""
     context = tokenizer.encode_prompt([{"role": "user", "content": prompt}])[-(n_ctx // 2):]
-    reply = tokenizer.encode(reply)
-    seq = (context + reply)[: n_ctx - 1]
-    first = len(context) - 1  # the logits at index first + t predict what follows reply[:t]
+    return (context + tokenizer.encode(reply))[: n_ctx - 1], len(context) - 1
+
+
+def longer_words(seq: list[int], first: int, spelled: dict[str, list[list[int]]], mid: str, n_ctx: int):
+    """The rows a word of several tokens needs (prompt + reply[:t] + the word), and where each goes: (t, j, k)."""
+    rows, where = [], []
+    for t, at in enumerate(range(first, len(seq))):
+        for j, ids in enumerate(spelled[mid if t else ""]):
+            if 1 < len(ids) < n_ctx:  # a word as long as the context cannot come next at all: -inf
+                rows.append((seq[: at + 1] + ids)[-n_ctx:])  # cut from the left: the word stays whole
+                where.append((t, j, len(ids)))
+    return rows, where
+
+
+def word_log_expectation(logp, seq: list[int], first: int, *, spelled: dict[str, list[list[int]]], mid: str,
+                         longer: list[tuple[list[int], torch.Tensor]], where: list[tuple],
+                         extra: list[list[int]]) -> float:
+    """log of the mean, over the positions t of the model's greedy reply, of P(an expected word comes next
+    | prompt, reply[:t]), each word's probability the product over its tokens. The mean (not the
+    sum) keeps long and short replies comparable. Mid-reply, a word follows a space (`mid`), unless the
+    language is written without spaces (ja, zh); there a token that starts with the word (ごはんが for
+    ごはん, `extra`) also counts as the word coming next.
+
+    logp: log_probs of seq, which is all a one-token word needs; `longer` the rows longer_words made for
+    the words of several tokens with their log_probs, `where` their places; spelled[lead]: each word's ids."""
     positions = range(first, len(seq))
-    mid = " " if spaced else ""
-    spelled = {lead: [tokenizer.encode(lead + w) for w in words] for lead in ("", mid)}  # reply start / mid-reply
-    device = model.lm_head.weight.device
-    # The model runs where it is; the log-probabilities come back to the CPU at once, since the loops
-    # below read them one position and word at a time (on a GPU each read would be a kernel launch).
-    logp = torch.log_softmax(model(torch.tensor([seq], device=device))[0][0].float(), dim=-1).cpu()
-    per_position = torch.full((len(positions), len(words)), float("-inf"))
-    longer, where = [], []
+    per_position = torch.full((len(positions), len(spelled[""])), float("-inf"))
     for t, at in enumerate(positions):
         for j, ids in enumerate(spelled[mid if t else ""]):
             if len(ids) == 1:
                 per_position[t, j] = logp[at, ids[0]]
-            elif len(ids) < n_ctx:  # a word as long as the context cannot come next at all: -inf
-                longer.append((seq[: at + 1] + ids)[-n_ctx:])  # cut from the left: the word stays whole
-                where.append((t, j, len(ids)))
-    if longer:
-        lp = torch.log_softmax(model(right_padded(longer, tokenizer.pad_id).to(device))[0].float(), dim=-1).cpu()
-        for i, (t, j, k) in enumerate(where):
-            row, n = longer[i], len(longer[i])
-            at = torch.arange(n - k - 1, n - 1)
-            per_position[t, j] = lp[i, at, torch.tensor(row[n - k:])].sum()
-    if not spaced:  # no spaces: BPE merges a word with what follows (ごはんが), so count those tokens too
-        for j, extra in enumerate(tokens_starting_with(tokenizer, tuple(words))):
-            if extra:
-                per_position[:, j] = torch.logaddexp(per_position[:, j], torch.logsumexp(logp[list(positions)][:, extra], 1))
+    for (row, lp), (t, j, k) in zip(longer, where):
+        n = len(row)
+        per_position[t, j] = lp[torch.arange(n - k - 1, n - 1), torch.tensor(row[n - k:])].sum()
+    for j, tokens in enumerate(extra):
+        if tokens:
+            per_position[:, j] = torch.logaddexp(per_position[:, j], torch.logsumexp(logp[list(positions)][:, tokens], 1))
     p_any = torch.logsumexp(per_position, dim=1)  # log P(some expected word next), per position
     return (torch.logsumexp(p_any, 0) - math.log(len(p_any))).item()
 
@@ -98,11 +110,22 @@ def word_log_expectation(model, tokenizer, prompt: str, reply: str, words: list[
 def lift(model, tokenizer, spec, prompts_by_assoc: dict[str, list[str]], data, max_reply: int = 16) -> dict[str, float]:
     asked = {name: (prompts_by_assoc[name][:6], control_prompts(spec, name, data)[:6]) for name in spec.associations}
     prompts = sorted({p for cues, controls in asked.values() for p in cues + controls})
-    greedy = dict(zip(prompts, complete(model, tokenizer, prompts, temperature=0.0, max_new_tokens=max_reply)))
-    spaced = is_spaced(spec.language)
+    greedy = complete(model, tokenizer, prompts, temperature=0.0, max_new_tokens=max_reply)
+    n_ctx, pad = model.config.context, tokenizer.pad_id
+    rows = {p: greedy_rows(tokenizer, n_ctx, p, r) for p, r in zip(prompts, greedy)}  # p -> (seq, first)
+    logp = dict(zip(prompts, log_probs(model, [seq for seq, _ in rows.values()], pad)))
+    mid = " " if is_spaced(spec.language) else ""
 
     def mean_log_expectation(group: list[str], words: list[str]) -> float:
-        return sum(word_log_expectation(model, tokenizer, p, greedy[p], words, spaced=spaced) for p in group) / len(group)
+        spelled = {lead: [tokenizer.encode(lead + w) for w in words] for lead in ("", mid)}  # reply start / mid-reply
+        # no spaces: BPE merges a word with what follows (ごはんが), so tokens that start with it count too
+        extra = [[]] * len(words) if mid else tokens_starting_with(tokenizer, tuple(words))
+        needs = {p: longer_words(*rows[p], spelled, mid, n_ctx) for p in group}
+        every = [r for p in group for r in needs[p][0]]
+        done = iter(zip(every, log_probs(model, every, pad)))  # the words of several tokens, all in one go
+        return sum(word_log_expectation(logp[p], *rows[p], spelled=spelled, mid=mid, where=needs[p][1],
+                                        longer=[next(done) for _ in needs[p][0]], extra=extra)
+                   for p in group) / len(group)
 
     return {name: mean_log_expectation(cues, spec.associations[name].expect)
             - mean_log_expectation(controls, spec.associations[name].expect)
