@@ -122,25 +122,6 @@ def test_loss_is_mean_cross_entropy_over_targets_that_are_not_minus_one():
     assert nothing.item() == 0.0  # a batch with nothing to learn adds nothing (and no NaN)
 
 
-def test_the_gpus_loss_over_every_position_equals_the_cpus_over_the_targets_only():
-    """On a GPU the loss takes logits at every position and ignores -1 (no wait for the GPU to find the
-    targets); it must be the same loss, and the same gradient, as the CPU's logits at the targets only."""
-    model = tiny_model()
-    idx, targets = torch.randint(0, 64, (3, 8)), torch.randint(0, 64, (3, 8))
-    targets[torch.rand(3, 8) < 0.5] = -1
-    x = model.transformer.ln_f(model.transformer.wte(idx) + model.transformer.wpe(torch.arange(8)))
-    grads = []
-    for every_position in (False, True):
-        model.zero_grad()
-        logits, loss = model.loss(x, targets, reduction="sum", every_position=every_position)
-        assert logits.shape == ((3, 8, 64) if every_position else (int((targets != -1).sum()), 64))
-        loss.backward(retain_graph=True)
-        grads.append((loss.detach(), model.lm_head.weight.grad.clone()))
-    torch.testing.assert_close(grads[0], grads[1])
-    _, nothing = model.loss(x, torch.full_like(targets, -1), reduction="sum", every_position=True)
-    assert nothing.item() == 0.0
-
-
 def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     model = tiny_model()
     muon, adamw = build_optimizer(model, name="muon", lr=1e-3, weight_decay=0.1, betas=(0.9, 0.99),

@@ -128,8 +128,8 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None, *, kv_cache=None, pad_mask=None, last_only=False, reduction="mean"):
         """idx (B, T) token ids -> (logits, loss or None).
 
-        logits: (B, T, vocab), or (B, 1, vocab) with last_only; with targets, on a CPU (N, vocab) for
-            just the N positions that have a target, in order (see `loss`).
+        logits: (B, T, vocab), or (B, 1, vocab) with last_only; with targets, (N, vocab) for just
+            the N positions that have a target, in order.
         targets (B, T): the next token at each position, -1 where nothing is to be learned.
         reduction: "mean" (per target) or "sum" of the cross-entropy over the targets.
         kv_cache: from `new_kv_cache`; idx are then the tokens that follow what it holds.
@@ -155,23 +155,16 @@ class GPT(nn.Module):
             kv_cache.advance(real)
 
         if targets is not None:
-            return self.loss(x, targets, reduction=reduction, every_position=x.is_cuda)
+            # Only positions with a target need logits. About half of a packed chat row is the
+            # user's turn (-1): leaving those out of the largest matmul and the softmax makes
+            # training 1.2x faster on a 2-core CPU. (Finding them waits for the GPU; at the guppy shape
+            # on an H200 a step takes 23.7 ms either way, with logits at every position and -1 ignored:
+            # tests/bench/bench_gpu_step.py, 2026-12-04.)
+            keep = targets != -1
+            logits = self.lm_head(x[keep])  # (N, vocab)
+            return logits, F.cross_entropy(logits, targets[keep], reduction=reduction)
         logits = self.lm_head(x[:, [-1], :] if last_only else x)  # (B, 1 or T, vocab)
         return logits, None
-
-    def loss(self, x, targets, *, reduction: str, every_position: bool):
-        """(logits, cross-entropy) of the final hidden states x (B, T, C) against targets (B, T), -1 ignored.
-
-        Only positions with a target need logits. About half of a packed chat row is the user's turn (-1):
-        leaving those out of the largest matmul and the softmax makes training 1.2x faster on a 2-core CPU,
-        and the logits are then (N, vocab). On a GPU, finding them (a boolean index) waits for the GPU every
-        step, so there (`every_position`) the logits are (B, T, vocab) and the loss ignores the -1s."""
-        if every_position:
-            logits = self.lm_head(x)
-            return logits, F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1, reduction=reduction)
-        keep = targets != -1
-        logits = self.lm_head(x[keep])  # (N, vocab)
-        return logits, F.cross_entropy(logits, targets[keep], reduction=reduction)
 
     def new_kv_cache(self, batch_size: int, length: int | None = None) -> "KVCache":
         """An empty cache for `batch_size` sequences of at most `length` tokens (default: context)."""
