@@ -87,11 +87,11 @@ def mini_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def mini_gelu_run(tmp_path_factory) -> Path:
-    """The same with a GELU MLP (guppy export --gguf writes it without the ReLU rewrite)."""
+def mini_relu_run(tmp_path_factory) -> Path:
+    """The same with a ReLU MLP, as every preset had before GELU (guppy export --gguf rewrites it for llama.cpp)."""
     from tests.trained import train_mini
 
-    return train_mini(tmp_path_factory.mktemp("mini-gelu-run"), activation="gelu")
+    return train_mini(tmp_path_factory.mktemp("mini-relu-run"), activation="relu")
 
 
 @pytest.fixture(scope="session")

@@ -103,12 +103,13 @@ def test_same_logits_and_same_greedy_reply(theirs, ours):
         assert diff < 1e-4, diff
 
 
-def test_gelu_model_exports_exactly(tmp_path, ours):
-    """The tiny preset is ReLU; a GELU model (untrained) must map onto a GPT-2 activation too."""
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_either_activation_exports_exactly(tmp_path, ours, activation):
+    """The presets are GELU and older runs ReLU: an untrained model of each must map onto a GPT-2 activation."""
     tokenizer = ours[1]
     torch.manual_seed(0)
     model = GPT(ModelConfig(vocab_size=tokenizer.vocab_size, context=32, n_layer=2, n_head=2, d_model=32, d_ff=64,
-                            activation="gelu")).eval()
+                            activation=activation)).eval()
     save_checkpoint(RunPaths(tmp_path).best, model=model, tokenizer=tokenizer, meta={"model": model.config.model_dump()})
     folder, = export(persona="fish", run=tmp_path)
     hf = AutoModelForCausalLM.from_pretrained(folder).eval()

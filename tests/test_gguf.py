@@ -28,9 +28,9 @@ llama = pytest.mark.skipif(gguf_check.runtime_missing() is not None,
 
 
 @pytest.fixture(scope="module")
-def relu_f16(mini_run, tmp_path_factory):
+def relu_f16(mini_relu_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("gguf") / "gguf"
-    return out, run_export(persona="mini", run=mini_run, out=out)
+    return out, run_export(persona="mini", run=mini_relu_run, out=out)
 
 
 @llama
@@ -44,27 +44,27 @@ def test_relu_model_round_trips_through_llama_cpp_at_f16(relu_f16):
 
 
 @llama
-def test_gelu_model_is_written_as_is_and_matches_at_f32_and_q8_0(mini_gelu_run, tmp_path):
-    f32 = run_export(persona="mini", run=mini_gelu_run, out=tmp_path / "a", kind="f32")
-    q8 = run_export(persona="mini", run=mini_gelu_run, out=tmp_path / "b", kind="q8_0")
+def test_gelu_model_is_written_as_is_and_matches_at_f32_and_q8_0(mini_run, tmp_path):
+    f32 = run_export(persona="mini", run=mini_run, out=tmp_path / "a", kind="f32")
+    q8 = run_export(persona="mini", run=mini_run, out=tmp_path / "b", kind="q8_0")
     assert f32["residual_scale"] == 1 and f32["rewrite"]["max_logit_diff"] == 0
     assert f32["llama_cpp"]["greedy_same"] == 10 and f32["llama_cpp"]["max_logit_diff"] < 0.01
     assert q8["llama_cpp"]["top1"] >= 0.95 and q8["bytes"] < 0.4 * f32["bytes"]
 
 
 @llama
-def test_a_relu_model_written_without_the_rewrite_is_what_llama_cpp_gets_wrong(mini_run, tmp_path):
+def test_a_relu_model_written_without_the_rewrite_is_what_llama_cpp_gets_wrong(mini_relu_run, tmp_path):
     """The rewrite is what makes it exact: the same weights read as GELU move the logits by far more."""
-    model, tokenizer, _ = load_model(mini_run)
+    model, tokenizer, _ = load_model(mini_relu_run)
     path = tmp_path / "plain.gguf"
     export_gguf.write_gguf(path, model, tokenizer, kind="f32", scale=1.0, persona={"name": "mini", "description": ""})
-    chats, _ = gguf_check.held_out_chats(RunPaths(mini_run), n=5)
+    chats, _ = gguf_check.held_out_chats(RunPaths(mini_relu_run), n=5)
     check = gguf_check.llama_check(path, model, tokenizer, chats, gguf_check.check_prompts(model, tokenizer, chats))
     assert check["max_logit_diff"] > 0.1
 
 
-def test_the_rewrite_computes_the_relu_model_with_values_scale_times_larger(mini_run):
-    model, _, _ = load_model(mini_run)
+def test_the_rewrite_computes_the_relu_model_with_values_scale_times_larger(mini_relu_run):
+    model, _, _ = load_model(mini_relu_run)
     gelu, scale = as_gelu(model)
     assert gelu.config.activation == "gelu" and scale == SCALE
     torch.manual_seed(0)
@@ -75,9 +75,9 @@ def test_the_rewrite_computes_the_relu_model_with_values_scale_times_larger(mini
     assert model.config.activation == "relu" and model.transformer.ln_f.eps == 1e-5  # the model is untouched
 
 
-def test_metadata_holds_the_tokenizer_template_persona_and_sampling(relu_f16, mini_run):
+def test_metadata_holds_the_tokenizer_template_persona_and_sampling(relu_f16, mini_relu_run):
     folder, meta = relu_f16
-    _, tokenizer, _ = load_model(mini_run)
+    _, tokenizer, _ = load_model(mini_relu_run)
     fields = gguf.GGUFReader(str(folder / "mini.gguf")).fields
 
     def value(key):
@@ -110,8 +110,8 @@ def test_modelfile_parses_into_ollama_directives(relu_f16):
     assert "<|im_start|>assistant\n" in template and ".System" not in template and 'ne .Role "system"' in template
 
 
-def test_a_prompt_that_reaches_the_context_is_refused_before_llama_cpp(relu_f16, mini_run):
-    model, tokenizer, _ = load_model(mini_run)
+def test_a_prompt_that_reaches_the_context_is_refused_before_llama_cpp(relu_f16, mini_relu_run):
+    model, tokenizer, _ = load_model(mini_relu_run)
     folder, _ = relu_f16
     with pytest.raises(gguf_check.GuppyError, match="context of 64"):
         gguf_check.llama_run(folder / "mini.gguf", model.config, texts=[], prompts=[[5] * 64], stop_id=2)
@@ -127,10 +127,10 @@ def test_the_node_script_refuses_it_too_instead_of_aborting(relu_f16):
     assert done.returncode == 2 and "context holds 64" in json.loads(done.stdout)["error"]
 
 
-def test_without_the_runtime_the_file_is_written_and_says_how_to_verify(mini_run, tmp_path, monkeypatch):
+def test_without_the_runtime_the_file_is_written_and_says_how_to_verify(mini_relu_run, tmp_path, monkeypatch):
     monkeypatch.setattr(gguf_check, "runtime_missing", lambda: "node is not installed")
     monkeypatch.setattr(export_gguf, "F16_MAX", 100.0)  # this model's values then do not fit in f16
-    result = runner.invoke(app, ["export", "mini", "--run", str(mini_run), "--gguf", "--out", str(tmp_path / "g")])
+    result = runner.invoke(app, ["export", "mini", "--run", str(mini_relu_run), "--gguf", "--out", str(tmp_path / "g")])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "writing f32 instead" in text and "not verified with llama.cpp" in text and "npm install" in text
@@ -138,8 +138,8 @@ def test_without_the_runtime_the_file_is_written_and_says_how_to_verify(mini_run
     assert meta["type"] == "f32" and meta["llama_cpp"] is None and (tmp_path / "g" / "mini.gguf").is_file()
 
 
-def test_bad_input_is_one_line(mini_run, tmp_path):
-    args = ["export", "mini", "--run", str(mini_run), "--gguf"]
+def test_bad_input_is_one_line(mini_relu_run, tmp_path):
+    args = ["export", "mini", "--run", str(mini_relu_run), "--gguf"]
     one_line_error(runner.invoke(app, [*args, "--type", "q3_k"]), "q3_k", "f16, q8_0, f32")
     (tmp_path / "empty").mkdir()
     empty = ["export", "mini", "--run", str(tmp_path / "empty"), "--gguf"]
@@ -150,12 +150,12 @@ def test_bad_input_is_one_line(mini_run, tmp_path):
     assert (tmp_path / "file").read_text() == "mine"
 
 
-def test_a_type_that_loses_the_replies_is_refused_and_nothing_is_written(mini_run, tmp_path, monkeypatch):
+def test_a_type_that_loses_the_replies_is_refused_and_nothing_is_written(mini_relu_run, tmp_path, monkeypatch):
     monkeypatch.setattr(gguf_check, "runtime_missing", lambda: None)
     worse = {"tokens_same": 20, "chats": 20, "greedy_same": 3, "prompts": 10, "top1": 0.81, "steps": 100,
              "max_logit_diff": 1.5}
     monkeypatch.setattr(gguf_check, "llama_check", lambda *a, **k: worse)
     out = tmp_path / "g"
-    args = ["export", "mini", "--run", str(mini_run), "--gguf", "--type", "q8_0", "--out", str(out)]
+    args = ["export", "mini", "--run", str(mini_relu_run), "--gguf", "--type", "q8_0", "--out", str(out)]
     one_line_error(runner.invoke(app, args), "--type q8_0", "81.0%", "try --type f16")
     assert not out.exists() and not list(tmp_path.iterdir())
