@@ -131,7 +131,8 @@ def tokenizer_kind(tokenizer) -> str:
         return "byte-level"
     if model.get("type") == "BPE" and model.get("byte_fallback"):
         # SPM reads a space as "▁" (U+2581), so our spaces are written as that (character_tokens); a
-        # token that already held one would then share its text with another.
+        # token that already held one would then share its text with another. (A "▁" typed in a
+        # message is a space to llama.cpp, where ours spells it in bytes: the one difference found.)
         clash = next((t for t in model["vocab"] if SPACE in t), None)
         if clash is not None:
             raise GuppyError(f"its vocabulary holds {clash!r}, with '{SPACE}' (U+2581), which llama.cpp's "
@@ -187,16 +188,16 @@ def byte_level_tokens(w, tokens: list[str], merges: list[list[str]]) -> tuple[li
 
 def character_tokens(w, tokens: list[str], merges: list[list[str]]) -> tuple[list[str], list]:
     """Character-level BPE with byte fallback as llama.cpp's SentencePiece tokenizer (`llama`). Its
-    gpt2 tokenizer cannot read it: that one starts from bytes, so every character would need merges
-    of its bytes, tokens we do not have. SPM starts from characters, as ours does, and a character
-    that is no token falls back to its <0xXX> byte tokens (typed BYTE), as ours does. It joins the
-    adjacent pair whose concatenation is a token of the highest score, where BPE joins the pair of
-    the earliest merge; with each token scored by the rank of the merge that made it they take the
-    same steps, unless a token can also be spelled as another pair of tokens that meet first (the
-    kingyo run: no difference on its 126,394 messages). It has no pre-tokenizer: our split by
-    GPT-2's pattern never makes a token across a piece, and SPM would need a token that spans one
-    to differ, which a piece's runs (letters, digits, punctuation) never give. The check that follows
-    (gguf_check.llama_check) tokenizes held-out chats with llama.cpp itself."""
+    gpt2 tokenizer cannot read it: that one starts from bytes, so each character would need merges of
+    its bytes, tokens we do not have. SPM starts from characters, as ours does, and spells a character
+    that is no token in <0xXX> byte tokens (typed BYTE), as ours does. It joins the adjacent pair
+    whose concatenation is a token of the highest score, where BPE joins the pair of the earliest
+    merge: scored by that rank they take the same steps, unless a token can also be spelled as another
+    pair that meets first. SPM has no pre-tokenizer; ours cuts text where letters, digits and other
+    signs meet, which no token spans, so that differs only inside a run of spaces (a vocabulary with
+    a token of two spaces). On the kingyo run llama.cpp tokenized all 3,003 held-out and 20,000
+    training conversations to our ids; the check that follows the writing (gguf_check.llama_check)
+    does it on 100 held-out conversations for every file."""
     from gguf import TokenType
 
     from guppy.model.tokenizer import BYTE_TOKENS, SPECIAL_TOKENS
