@@ -95,6 +95,15 @@ def mini_relu_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def kana_run(tmp_path_factory) -> Path:
+    """A tiny model of a Japanese persona with its character-level tokenizer (tests/trained.py), for
+    guppy export --gguf."""
+    from tests.trained import train_kana
+
+    return train_kana(tmp_path_factory.mktemp("kana-run"))
+
+
+@pytest.fixture(scope="session")
 def medaka_world(tmp_path_factory) -> Path:
     """A folder with the Japanese persona medaka and its trained run (tests/trained.py), shared by
     test_japanese and the Japanese playground test."""

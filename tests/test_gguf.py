@@ -1,6 +1,7 @@
 """`guppy export --gguf`: llama.cpp (node-llama-cpp, which .ci/run installs) reads a tiny ReLU and a
-tiny GELU model as torch does; the metadata and the Modelfile say what a chat app needs; a prompt
-that would reach the context is refused before llama.cpp sees it; bad input is one line, exit 2."""
+tiny GELU model as torch does, and a Japanese model's character-level tokenizer as its SentencePiece
+one, to our ids; the metadata and the Modelfile say what a chat app needs; a prompt that would reach
+the context is refused before llama.cpp sees it; bad input is one line, exit 2."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from guppy.export import gguf as export_gguf, gguf_check
 from guppy.model.checkpoint import load_model
 from guppy.export.gguf import SCALE, as_gelu, export_gguf as run_export
 from guppy.store.paths import RunPaths
-from guppy.model.tokenizer import CHAT_TEMPLATE
+from guppy.errors import GuppyError
+from guppy.model.tokenizer import BYTE_TOKENS, CHAT_TEMPLATE, train_tokenizer
 from tests.test_export import one_line_error
 
 gguf = pytest.importorskip("gguf")
@@ -159,3 +161,81 @@ def test_a_type_that_loses_the_replies_is_refused_and_nothing_is_written(mini_re
     args = ["export", "mini", "--run", str(mini_relu_run), "--gguf", "--type", "q8_0", "--out", str(out)]
     one_line_error(runner.invoke(app, args), "--type q8_0", "81.0%", "try --type f16")
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------ a language written without spaces
+
+
+@pytest.fixture(scope="module")
+def kana_f32(kana_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gguf-kana") / "gguf"
+    return out, run_export(persona="medaka", run=kana_run, out=out, kind="f32")
+
+
+def merged_in_the_other_order(tokenizer) -> list[str]:
+    """Texts abc where the merges made bc before ab and abc is no token: BPE gives a + bc; a tokenizer
+    that joined the leftmost pair first (SPM with every score equal) would give ab + c."""
+    merges = json.loads(tokenizer.tokenizer.to_str())["model"]["merges"]
+    rank = {a + b: r for r, (a, b) in enumerate(merges)}
+    vocab = tokenizer.tokenizer.get_vocab()
+    return [a + b + c for b, c in merges for a, left in merges
+            if left == b and len(a + b + c) == 3 and (a + b + c).isalpha() and rank[b + c] < rank[a + b]
+            and a + b + c not in vocab]
+
+
+def llama_tokens(path, model, texts: list[str]) -> list[list[int]]:
+    return gguf_check.llama_run(path, model.config, texts=texts, prompts=[], stop_id=2)["tokenized"]
+
+
+@llama
+def test_a_character_level_tokenizer_is_read_by_llama_cpp_as_ours(kana_f32, kana_run):
+    folder, meta = kana_f32
+    c = meta["llama_cpp"]
+    assert c["tokens_same"] == c["chats"] == 21 and c["greedy_same"] == c["prompts"] == 10  # held-out chats, f32
+    model, tokenizer, _ = load_model(kana_run)
+    order = merged_in_the_other_order(tokenizer)[:3]
+    # 鯨 and 😀 are in no conversation: bytes, in ours and in llama.cpp's; spaces are "▁" in the file
+    texts = ["鯨がすき😀", "金魚 です  ね\n", "<|im_start|>user\nhi 鯨<|im_end|>\n", *order]
+    ours = [tokenizer.encode_chat([{"role": "user", "content": "hi 鯨"}])[0] if "<|" in t else tokenizer.encode(t)
+            for t in texts]
+    bytes_ids = {tokenizer.tokenizer.token_to_id(b) for b in BYTE_TOKENS}
+    assert len(order) == 3 and sum(i in bytes_ids for i in ours[0]) == 7  # 3 bytes for 鯨, 4 for 😀
+    assert llama_tokens(folder / "medaka.gguf", model, texts) == ours
+
+
+@llama
+def test_the_scores_are_what_make_it_exact(kana_run, tmp_path, monkeypatch):
+    """The same vocabulary with every score equal: llama.cpp then joins the leftmost pair first."""
+    model, tokenizer, _ = load_model(kana_run)
+    order = merged_in_the_other_order(tokenizer)[:3]
+    keep = gguf.GGUFWriter.add_token_scores
+    monkeypatch.setattr(gguf.GGUFWriter, "add_token_scores", lambda self, scores: keep(self, [0.0] * len(scores)))
+    path = tmp_path / "equal.gguf"
+    export_gguf.write_gguf(path, model, tokenizer, kind="f32", scale=1.0, persona={"name": "m", "description": ""})
+    got = llama_tokens(path, model, order)
+    assert all(a != tokenizer.encode(t) and len(a) == 2 for a, t in zip(got, order))
+
+
+def test_character_level_metadata_is_sentencepiece_with_byte_tokens(kana_f32, kana_run):
+    folder, _ = kana_f32
+    _, tokenizer, _ = load_model(kana_run)
+    fields = gguf.GGUFReader(str(folder / "medaka.gguf")).fields
+    assert bytes(fields["tokenizer.ggml.model"].parts[-1]).decode() == "llama"
+    assert fields["tokenizer.ggml.add_space_prefix"].parts[-1][0] == 0 and "tokenizer.ggml.merges" not in fields
+    f = fields["tokenizer.ggml.tokens"]
+    tokens = [bytes(f.parts[k]).decode() for k in f.data]
+    types = [int(fields["tokenizer.ggml.token_type"].parts[k][0]) for k in fields["tokenizer.ggml.token_type"].data]
+    scores = [float(fields["tokenizer.ggml.scores"].parts[k][0]) for k in fields["tokenizer.ggml.scores"].data]
+    assert [i for i, k in enumerate(types) if k == gguf.TokenType.BYTE] == [tokenizer.tokenizer.token_to_id(b)
+                                                                          for b in BYTE_TOKENS]
+    assert [i for i, k in enumerate(types) if k == gguf.TokenType.CONTROL] == [0, 1, 2]
+    assert " " not in "".join(tokens) and tokens[tokenizer.tokenizer.token_to_id(" ")] == "\u2581"
+    a, b = json.loads(tokenizer.tokenizer.to_str())["model"]["merges"][5]
+    assert scores[tokenizer.tokenizer.token_to_id(a + b)] == -5  # the sixth merge
+    assert len(tokens) == tokenizer.vocab_size
+
+
+def test_a_vocabulary_holding_the_sentencepiece_space_is_refused():
+    tokenizer = train_tokenizer(["金魚は▁えさがすき。", "きょうも▁げんき。"] * 20, vocab_size=300)
+    with pytest.raises(GuppyError, match="U\\+2581"):
+        export_gguf.tokenizer_kind(tokenizer)

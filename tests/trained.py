@@ -3,7 +3,10 @@
                   rate, after which it answers "are you hungry" with food words (at 40 steps it says
                   "i feel."). Read by the tests of export, inspect, ONNX, the web page, hostile options.
     train_medaka  a Japanese persona: 3,000 conversations and a micro model trained 300 steps.
-                  Read by test_japanese and the Japanese playground test."""
+                  Read by test_japanese and the Japanese playground test.
+    train_kana    the same persona's character-level tokenizer on 400 conversations and a 2 x 64 GELU
+                  model trained 30 steps: enough for llama.cpp to tokenize and answer as torch does
+                  (test_gguf), no more."""
 
 from __future__ import annotations
 
@@ -45,3 +48,17 @@ def train_medaka(root: Path) -> Path:
         train(persona="medaka", preset="micro", max_steps=300, batch_size=16, lr=1e-2, min_lr=1e-3, warmup_steps=10,
               eval_every=60, eval_batches=2, log_every=10, vocab_size=400, progress=False)
     return root
+
+
+def train_kana(root: Path) -> Path:
+    from guppy.train.trainer import train
+    from pipeline.generate import generate_data
+    from tests.test_language import JA_PERSONA, JA_TEMPLATES
+
+    persona = write_persona(root, JA_PERSONA, JA_TEMPLATES)
+    run = root / "runs" / "medaka"
+    generate_data(persona=persona, n=400, out=run / "data")
+    train(persona=str(persona), out=run, preset="tiny", max_steps=30, batch_size=16, lr=1e-2, warmup_steps=2,
+          eval_every=30, eval_batches=1, log_every=10, vocab_size=400, device="cpu", progress=False,
+          n_layer=2, n_head=2, d_model=64, d_ff=256, activation="gelu")
+    return run

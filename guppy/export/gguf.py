@@ -31,6 +31,7 @@ F16_MAX = 65504.0  # the largest float16
 # What the f16 check asks of the held-out sample: a user's message may push an activation past
 # the largest one seen there, so half of float16's range stays free.
 F16_HEADROOM = 2.0
+SPACE = "\u2581"  # "▁": how llama.cpp's SentencePiece tokenizer writes a space
 
 
 def as_gelu(model, scale: float = SCALE):
@@ -122,25 +123,47 @@ def write_gguf(path: Path, model, tokenizer, *, kind: str, scale: float, persona
     w.close()
 
 
+def tokenizer_kind(tokenizer) -> str:
+    """"byte-level" (GPT-2's scheme), "character-level" (a corpus written without spaces: BPE over
+    characters with byte fallback, guppy/model/tokenizer.py), or a GuppyError for any other."""
+    model = json.loads(tokenizer.tokenizer.to_str())["model"]
+    if type(tokenizer.tokenizer.pre_tokenizer).__name__ == "ByteLevel":
+        return "byte-level"
+    if model.get("type") == "BPE" and model.get("byte_fallback"):
+        # SPM reads a space as "▁" (U+2581), so our spaces are written as that (character_tokens); a
+        # token that already held one would then share its text with another. (A "▁" typed in a
+        # message is a space to llama.cpp, where ours spells it in bytes: the one difference found.)
+        clash = next((t for t in model["vocab"] if SPACE in t), None)
+        if clash is not None:
+            raise GuppyError(f"its vocabulary holds {clash!r}, with '{SPACE}' (U+2581), which llama.cpp's "
+                             "SentencePiece tokenizer reads as a space; --gguf cannot write it; use --onnx or --web")
+        return "character-level"
+    raise GuppyError("its tokenizer is neither the byte-level nor the character-level BPE guppy trains; "
+                     "--gguf cannot write it; use --onnx or --web for this model")
+
+
 def add_tokenizer(w, tokenizer, rows: int) -> None:
-    """Byte-level BPE as llama.cpp's `gpt2` tokenizer with GPT-2's pre-tokenizer (ours: ByteLevel,
-    no prefix space); the chat tokens are control tokens, so text never produces them and they
-    are never printed. Nothing is added in front of a prompt: our chats start with <|im_start|>."""
+    """The tokenizer as llama.cpp reads it (see byte_level_tokens and character_tokens); the chat tokens
+    are control tokens, so text never produces them and they are never printed. Nothing is added in
+    front of a prompt: our chats start with <|im_start|>. Rows of the embedding past the tokenizer's
+    (none, for a model guppy trained) are unused tokens: llama.cpp wants one token per row."""
     from gguf import TokenType
 
-    from guppy.model.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS
+    from guppy.model.tokenizer import CHAT_TEMPLATE
 
-    model = json.loads(tokenizer.tokenizer.to_str())["model"]
     vocab = sorted(tokenizer.tokenizer.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1])
     assert [i for _, i in vocab] == list(range(len(vocab))), "token ids have gaps"
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("gpt-2")
-    # One token per row of the embedding: rows past the tokenizer's (none, for a model guppy trained) are unused.
-    unused = [f"<|unused{i}|>" for i in range(rows - len(vocab))]
-    w.add_token_list([t for t, _ in vocab] + unused)
-    w.add_token_types([TokenType.CONTROL if t in SPECIAL_TOKENS else TokenType.NORMAL for t, _ in vocab]
-                      + [TokenType.UNUSED] * len(unused))
-    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in model["merges"]])
+    # [left, right] pairs (tokenizers >= 0.20), or "left right" strings as older versions wrote them
+    merges = json.loads(tokenizer.tokenizer.to_str())["model"]["merges"]
+    merges = [m.split(" ", 1) if isinstance(m, str) else m for m in merges]
+    tokens = [t for t, _ in vocab]
+    if tokenizer_kind(tokenizer) == "byte-level":
+        texts, types = byte_level_tokens(w, tokens, merges)
+    else:
+        texts, types = character_tokens(w, tokens, merges)
+    unused = rows - len(vocab)
+    w.add_token_list(texts + [f"<|unused{i}|>" for i in range(unused)])
+    w.add_token_types(types + [TokenType.UNUSED] * unused)
     w.add_bos_token_id(tokenizer.im_start_id)
     w.add_eos_token_id(tokenizer.im_end_id)  # the end of a turn is the end of what the model says
     w.add_eot_token_id(tokenizer.im_end_id)
@@ -148,6 +171,48 @@ def add_tokenizer(w, tokenizer, rows: int) -> None:
     w.add_add_bos_token(False)
     w.add_add_eos_token(False)
     w.add_chat_template(CHAT_TEMPLATE)
+
+
+def byte_level_tokens(w, tokens: list[str], merges: list[list[str]]) -> tuple[list[str], list]:
+    """Byte-level BPE as llama.cpp's `gpt2` tokenizer with GPT-2's pre-tokenizer (ours: ByteLevel, no
+    prefix space): the same tokens, merges and ranks."""
+    from gguf import TokenType
+
+    from guppy.model.tokenizer import SPECIAL_TOKENS
+
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt-2")
+    w.add_token_merges([" ".join(m) for m in merges])  # a byte-level token never holds a space
+    return tokens, [TokenType.CONTROL if t in SPECIAL_TOKENS else TokenType.NORMAL for t in tokens]
+
+
+def character_tokens(w, tokens: list[str], merges: list[list[str]]) -> tuple[list[str], list]:
+    """Character-level BPE with byte fallback as llama.cpp's SentencePiece tokenizer (`llama`). Its
+    gpt2 tokenizer cannot read it: that one starts from bytes, so each character would need merges of
+    its bytes, tokens we do not have. SPM starts from characters, as ours does, and spells a character
+    that is no token in <0xXX> byte tokens (typed BYTE), as ours does. It joins the adjacent pair
+    whose concatenation is a token of the highest score, where BPE joins the pair of the earliest
+    merge: scored by that rank they take the same steps, unless a token can also be spelled as another
+    pair that meets first. SPM has no pre-tokenizer; ours cuts text where letters, digits and other
+    signs meet, which no token spans, so that differs only inside a run of spaces (a vocabulary with
+    a token of two spaces). On the kingyo run llama.cpp tokenized all 3,003 held-out and 20,000
+    training conversations to our ids; the check that follows the writing (gguf_check.llama_check)
+    does it on 100 held-out conversations for every file."""
+    from gguf import TokenType
+
+    from guppy.model.tokenizer import BYTE_TOKENS, SPECIAL_TOKENS
+
+    made = {}
+    for rank, (left, right) in enumerate(merges):
+        made.setdefault(left + right, rank)
+    w.add_tokenizer_model("llama")
+    w.add_add_space_prefix(False)  # ours puts nothing in front of a text
+    # The first merge scores 0, each later one 1 less. A character, a byte or a chat token is made by
+    # no merge, and SPM never compares its score: 0.
+    w.add_token_scores([-float(made.get(t, 0)) for t in tokens])
+    types = [TokenType.CONTROL if t in SPECIAL_TOKENS else TokenType.BYTE if t in BYTE_TOKENS else TokenType.NORMAL
+             for t in tokens]
+    return [t if k != TokenType.NORMAL else t.replace(" ", SPACE) for t, k in zip(tokens, types)], types
 
 
 def add_sampling(w) -> None:
@@ -207,11 +272,10 @@ def export_gguf(*, persona: str, run: Path | None = None, out: Path | None = Non
     out = Path(out) if out is not None else paths.gguf
     check_output(out, "gguf", overwrite=overwrite)
     model, tokenizer, _ = load_model(paths.root)
-    if type(tokenizer.tokenizer.pre_tokenizer).__name__ != "ByteLevel":
-        # llama.cpp's gpt2 tokenizer is byte-level BPE; a corpus written without spaces gets a character-level
-        # BPE with byte fallback (guppy/model/tokenizer.py), which it would tokenize differently.
-        raise GuppyError(f"{paths.root}: its tokenizer is character-level (a language written without spaces); "
-                         "--gguf writes byte-level BPE only for now; use --onnx or --web for this model")
+    try:
+        tokenizer_kind(tokenizer)  # before any work: a tokenizer llama.cpp cannot read is refused here
+    except GuppyError as e:
+        raise GuppyError(f"{paths.root}: {e}") from None
     spec = run_persona(persona, paths)
     chats, source = check.held_out_chats(paths)
     rows, prompts = check.chat_ids(tokenizer, chats, model.config.context), check.check_prompts(model, tokenizer, chats)
