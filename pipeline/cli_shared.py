@@ -133,7 +133,8 @@ def export_gguf(*, persona: str, run: Path | None, out: Path | None, kind: str, 
                   title=meta["out"])
     c = meta["llama_cpp"] or {}
     table.add_row(meta["file"], meta["type"], f"{meta['bytes'] / 1e6:.2f} MB",
-                  *([f"{c['tokens_same']} of {c['chats']}", f"{c['greedy_same']} of {c['prompts']}",
+                  *([f"{c['tokens_same']} of {c['chats']}", f"{c['greedy_same']} of {c['prompts']}"
+                     + (f" (+{c['near_ties']} at a near tie)" if c.get("near_ties") else ""),
                      f"{c['top1']:.1%} of {c['steps']}", f"{c['max_logit_diff']:.1e}"] if c else ["not checked"] * 4))
     console.print(table)
     if meta["residual_scale"] != 1:

@@ -249,8 +249,9 @@ def check_type(kind: str) -> str:
 def refuse(kind: str, llama: dict):
     """llama.cpp did not give the model's replies: nothing is written. At f32 that is a bug; at f16 or
     q8_0 the type may have lost too much for this model, and a larger one may do."""
+    ties = f" (+{llama['near_ties']} parted at a near tie)" if llama.get("near_ties") else ""
     figures = (f"{llama['tokens_same']} of {llama['chats']} chats tokenized as ours, {llama['greedy_same']} of "
-               f"{llama['prompts']} greedy replies the same, top-1 the same on {llama['top1']:.1%} of steps")
+               f"{llama['prompts']} greedy replies the same{ties}, top-1 the same on {llama['top1']:.1%} of steps")
     if kind == "f32":
         raise RuntimeError(f"llama.cpp does not reproduce the model at f32: {figures}")
     raise GuppyError(f"--type {kind}: llama.cpp does not give this model's replies ({figures}); nothing was "

@@ -8,8 +8,9 @@ itself read the file as we do?
 - llama.cpp: through node-llama-cpp (pinned in guppy/export/llama_cpp/package.json and its lock, installed
   by `npm install --omit=optional` there, never downloaded at run time), with 1 thread (2 threads on a
   busy 2-core machine took seconds a token): it tokenizes the held-out chats, rendered by the chat
-  template read back from the file, to our ids, and decodes greedy replies to 10 of their questions; f32 and
-  f16 must give torch's every token, q8_0 torch's top-1 on 95% of the steps of its own replies.
+  template read back from the file, to our ids, and decodes greedy replies to 10 of their questions; f32 must
+  give torch's every token, f16 too except where torch's top two were closer than f16's error (near_tie),
+  q8_0 torch's top-1 on 95% of the steps of its own replies.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ RUNTIME = Path(__file__).resolve().parent / "llama_cpp"
 INSTALL = f"(cd {RUNTIME} && npm install --omit=optional)"
 N_CHATS, N_PROMPTS, MAX_NEW = 100, 10, 48
 Q8_TOP1 = 0.95
+NEAR_TIE = 0.01  # the most two logits may differ by for f16 to part there and still pass (see near_tie)
 
 
 def held_out_chats(paths, n: int = N_CHATS) -> tuple[list[list[dict]], str]:
@@ -153,16 +155,29 @@ def llama_check(path: Path, model, tokenizer, chats: list[list[dict]], prompts: 
     out = llama_run(path, model.config, texts=texts, prompts=prompts, stop_id=tokenizer.im_end_id)
     ours = chat_ids(tokenizer, chats, 1 << 30)
     tokens_same = sum(a == b for a, b in zip(out["tokenized"], ours))
-    greedy_same, steps, top1, diff = 0, 0, 0, 0.0
+    greedy_same, steps, top1, diff, gaps = 0, 0, 0, 0.0, []
     for p, r in zip(prompts, out["replies"]):
-        greedy_same += r["tokens"] == torch_greedy(model, tokenizer, p)
-        n = len(r["tokens"])
+        same = r["tokens"] == torch_greedy(model, tokenizer, p)
+        greedy_same += same
         logits = model(torch.tensor([p + r["tokens"][:-1]]))[0][0, len(p) - 1:].numpy()  # (n, vocab)
-        top1 += int((logits.argmax(-1) == np.array(r["tokens"])).sum())
-        steps += n
+        ours = logits.argmax(-1)
+        top1 += int((ours == np.array(r["tokens"])).sum())
+        steps += len(r["tokens"])
         diff = max(diff, float(np.abs(logits - r["logits"][:, :logits.shape[1]]).max()))
+        if not same:  # where llama.cpp first took another token: how far apart torch put the two
+            i = next((i for i, t in enumerate(r["tokens"]) if t != ours[i]), len(r["tokens"]) - 1)
+            gaps.append(float(logits[i, ours[i]] - logits[i, r["tokens"][i]]))
     return {"tokens_same": tokens_same, "chats": len(chats), "greedy_same": greedy_same, "prompts": len(prompts),
-            "top1": top1 / max(steps, 1), "steps": steps, "max_logit_diff": diff}
+            "top1": top1 / max(steps, 1), "steps": steps, "max_logit_diff": diff,
+            "near_ties": sum(g < near_tie(diff) for g in gaps), "parted_gaps": gaps}
+
+
+def near_tie(max_logit_diff: float) -> float:
+    """A reply that parts from torch's where torch's top two logits were closer than the type's own error
+    (the largest logit difference measured), and closer than NEAR_TIE at most, parted at a near tie: either
+    token is the model's answer to the precision the type keeps. (The templates pick a lexicon's words with
+    equal odds, so a trained model has such ties; f16's error is ~1e-3-5e-3, a wrong file's ~1.)"""
+    return min(max_logit_diff, NEAR_TIE)
 
 
 def passes(kind: str, check: dict) -> bool:
@@ -170,5 +185,7 @@ def passes(kind: str, check: dict) -> bool:
         return False
     if kind == "q8_0":
         return check["top1"] >= Q8_TOP1
-    return check["greedy_same"] == check["prompts"]
+    if kind == "f32":
+        return check["greedy_same"] == check["prompts"]
+    return check["greedy_same"] + check["near_ties"] == check["prompts"]  # f16: parted only at near ties
 
