@@ -31,8 +31,9 @@ tiny 175 s whole command, persona score 0.86; small 526 s, 0.93.
 GELU or ReLU (2026-12-04, training seeds 0, 1, 2 on the guppy corpus, trained side by side on one H200; README,
 "Chat with it in Ollama"): GELU's held-out loss was lower with every seed (tiny 0.882 against 0.905, small
 0.700 against 0.712, medians), tiny's on-topic 0.65 against 0.59, the persona score the same within noise,
-for 3-6% more time a step on 2 cores; and llama.cpp's gpt2 graph is GELU. So tiny and small are GELU; the
-guppy preset stays ReLU until its own seeds are measured. The figures above and below were measured with ReLU.
+for 3-6% more time a step on 2 cores; and llama.cpp's gpt2 graph is GELU. The guppy preset the same on one GPU
+(seeds 0-2): held-out 0.669 (0.667-0.672) against ReLU's 0.674 (0.674-0.675), persona 0.95 / 0.94, on-topic
+0.97 / 0.98. So every preset is GELU. The figures above and below were measured with ReLU.
 
 Does it answer what was asked? `guppy eval`'s on-topic score (0 = a model that ignores the question, 1 =
 as topical as the data's own replies; tests/bench/remeasure.sh, median of eval seeds 0-2, 2026-12-04, the
