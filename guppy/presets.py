@@ -61,7 +61,7 @@ PRESETS: dict[str, dict] = {
     ),
     "guppy": dict(
         about="the reference GuppyLM's shape (8.7M parameters), seconds on one GPU",
-        n_layer=6, n_head=6, d_model=384, d_ff=768, context=128,
+        n_layer=6, n_head=6, d_model=384, d_ff=768, context=128, activation="gelu",
         # One H200: 300 steps of 512 x 128 reach held-out 0.672 (AdamW at the same steps: 2.27 at lr 1e-2,
         # 0.698 after 450 at lr 6e-3); persona score 0.95. tests/bench/GPU_NOTES.md has the runs.
         # Measured with packing="stream" (the figures above); one run of "whole" scored 0.93 against stream's
