@@ -94,7 +94,8 @@ def read_metrics(path: Path) -> list[dict]:
             continue
         try:
             record = json.loads(line)
-            kind, step = record["kind"], int(record["step"])
+            kind = record["kind"]
+            int(record["step"])  # a step must be a whole number
             key = {"train": "loss", "eval": "test_loss"}[kind]
             float(record[key])
         except (ValueError, KeyError, TypeError):
