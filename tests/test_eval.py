@@ -21,7 +21,10 @@ from tests.bench.shuffle_replies import shuffled_replies
 from tests.conftest import FOOD, MINI_PERSONA, write_persona
 
 runner = CliRunner()
-MICRO = dict(PRESETS["tiny"], about="tests only", n_layer=2, n_head=2, d_model=64, d_ff=256, context=64)
+# ReLU: the bounds below were set on these micro models when tiny was ReLU; tiny's GELU (7d90e96) trained them
+# just under them (hit rate 0.83 against floor + 0.2 = 0.87; the diagonal exactly 0.5, not above it).
+MICRO = dict(PRESETS["tiny"], about="tests only", n_layer=2, n_head=2, d_model=64, d_ff=256, context=64,
+             activation="relu")
 FAST = dict(preset="micro", batch_size=16, lr=1e-2, min_lr=1e-3, warmup_steps=10, eval_every=60, eval_batches=2,
             log_every=10, vocab_size=400, progress=False)
 

@@ -8,8 +8,11 @@ be left as it was. Zero is often valid (a seed, a temperature): it must not give
 
 from __future__ import annotations
 
+import inspect
 import os
+import types
 from pathlib import Path
+from typing import Annotated, Union, get_args, get_origin
 
 import pytest
 import typer
@@ -66,10 +69,18 @@ def argv(path: tuple[str, ...], cmd, values: dict, flags: list[str] = ()) -> lis
     return out + list(flags)
 
 
-def hostile(p) -> list[str]:
+def declared_type(cmd, p):
+    """The Python type the command declares for parameter `p` (a list's item type), read from the signature
+    typer itself reads: typer's own attributes for it changed with its versions (type_descriptor is 0.29's)."""
+    kind = inspect.signature(inspect.unwrap(cmd.callback), eval_str=True).parameters[p.name].annotation
+    while get_origin(kind) in (Annotated, Union, types.UnionType, list):
+        kind = next(a for a in get_args(kind) if a is not type(None))
+    return kind
+
+
+def hostile(cmd, p) -> list[str]:
     """The values to try on parameter `p`, by its Python type."""
-    kind = p.type_descriptor.annotation
-    kind = getattr(kind, "__args__", (kind,))[0] if getattr(kind, "__origin__", None) is list else kind
+    kind = declared_type(cmd, p)
     if getattr(p, "is_flag", False) or kind is bool:
         return []
     if kind in NUMBERS:
@@ -78,9 +89,9 @@ def hostile(p) -> list[str]:
 
 
 CASES = [pytest.param(path, p.name, value, id=f"{' '.join(path)} {p.name}={value or 'empty'}")
-         for path, cmd in commands() for p in cmd.params for value in hostile(p)]
+         for path, cmd in commands() for p in cmd.params for value in hostile(cmd, p)]
 ZEROS = [pytest.param(path, p.name, id=f"{' '.join(path)} {p.name}=0") for path, cmd in commands() for p in cmd.params
-         if not getattr(p, "is_flag", False) and p.type_descriptor.annotation in (int, float)]
+         if not getattr(p, "is_flag", False) and declared_type(cmd, p) in (int, float)]
 
 
 @pytest.fixture

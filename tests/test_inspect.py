@@ -102,8 +102,12 @@ def test_report_folder_holds_tables_maps_and_charts(run, ours, report):
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     first = (out / "inspect.json").read_bytes()
-    inspect(persona="mini", run=run, prompt=PROMPT, layer=1, head=2, out=out)  # its own folder: replaced
-    assert (out / "inspect.json").read_bytes() == first  # same seed, same bytes
+    # Again through the command, into its own folder (replaced): the table printed, the same bytes (same seed).
+    result = runner.invoke(app, ["inspect", "mini", "--run", str(run), "--prompt", PROMPT, "--layer", "1",
+                                 "--head", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "what it could have said" in result.output and "inspect.md" in result.output
+    assert (out / "inspect.json").read_bytes() == first
 
 
 def test_persona_word_shows_where_each_head_looks(ours, report):
@@ -114,12 +118,6 @@ def test_persona_word_shows_where_each_head_looks(ours, report):
     assert len(word["heads"]) == model.config.n_layer * model.config.n_head
     assert all(0 < h["prompt_share"] <= 1.0001 and len(h["top"]) == 3 for h in word["heads"])
     assert (Path(report["out"]) / "persona_word.png").exists()
-
-
-def test_cli_prints_the_table(run, tmp_path):
-    result = runner.invoke(app, ["inspect", "mini", "--run", str(run), "--prompt", PROMPT, "--out", str(tmp_path / "c")])
-    assert result.exit_code == 0, result.output
-    assert "what it could have said" in result.output and "inspect.md" in result.output
 
 
 @pytest.mark.parametrize("args, needles", [

@@ -129,7 +129,8 @@ def test_chat_answers_in_japanese(world):
 
 
 def test_transformers_greedy_ids_equal_guppys_sampler_on_a_japanese_prompt(world):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    transformers = pytest.importorskip("transformers", reason="needs the hf extra: pip install 'guppy-persona[hf]'")
+    AutoModelForCausalLM, AutoTokenizer = transformers.AutoModelForCausalLM, transformers.AutoTokenizer
 
     from guppy.export.hf import export
 

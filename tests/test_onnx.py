@@ -7,6 +7,7 @@ onnx, onnxruntime and onnxscript are the `onnx` extra, which CI installs."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -26,10 +27,25 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def exported(mini_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("onnx") / "onnx"
-    meta = export_onnx(persona="mini", run=mini_run, out=out)
-    return out, meta
+def export_command(mini_run, tmp_path_factory):
+    """`guppy export --onnx`, run once for the module: its folder, what export_onnx returned to the
+    command, and what the command printed."""
+    out, returned = tmp_path_factory.mktemp("onnx") / "onnx", []
+
+    def spy(*args, **kwargs):
+        returned.append(export_onnx(*args, **kwargs))
+        return returned[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("guppy.export.onnx.export_onnx", spy)  # the command imports it when run
+        result = runner.invoke(app, ["export", "mini", "--run", str(mini_run), "--onnx", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out, returned[0], result.output
+
+
+@pytest.fixture(scope="module")
+def exported(export_command):
+    return export_command[:2]
 
 
 @pytest.fixture(scope="module")
@@ -111,12 +127,12 @@ def test_int8_copy_is_quantized_smaller_and_checked(exported, ours):
     assert {"tokenizer.json", "tokenizer_config.json"} <= {p.name for p in folder.iterdir()}
 
 
-def test_cli_prints_sizes_and_keeps_an_existing_folder(mini_run, tmp_path):
+def test_cli_prints_sizes_and_keeps_an_existing_folder(export_command, mini_run, tmp_path):
+    folder, _, printed = export_command
+    assert "model.int8.onnx" in printed and " MB" in printed
     out = tmp_path / "o"
+    shutil.copytree(folder, out)  # an export of its own (marker and all), holding a file of the user's
     args = ["export", "mini", "--run", str(mini_run), "--onnx", "--out", str(out)]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    assert "model.int8.onnx" in result.output and " MB" in result.output
     (out / "mine.txt").write_text("keep")
     one_line_error(runner.invoke(app, args), str(out), "--overwrite")
     assert (out / "mine.txt").read_text() == "keep"
