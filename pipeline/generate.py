@@ -20,7 +20,6 @@ import gc
 import hashlib
 import itertools
 import json
-import multiprocessing
 import os
 import random
 import time
@@ -41,10 +40,10 @@ from pipeline.authoring import persona_warnings, style_problems
 from pipeline.card import write_card
 from guppy.spec.personas import LoadedPersona, load_persona
 from pipeline.render import Conversation, Renderer
+from pipeline.workers import chunk_jobs, render_chunk, renderer_here, worker_pool
 from guppy.data.split import PromptKeys, leak_free_split
 
 Format = Literal["arrow", "jsonl", "parquet"]
-CHUNK = 1000  # samples per work item: small enough for a smooth progress bar
 MAX_ROUNDS = 4  # render rounds per topic before giving up on reaching its count
 
 
@@ -100,35 +99,6 @@ def cycle_collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-_renderer: Renderer | None = None  # set in the parent before the worker processes fork
-
-
-@contextmanager
-def worker_pool(renderer: Renderer, num_proc: int) -> Iterator[Callable]:
-    """Yield an ordered `imap(fn, jobs)` that runs in `num_proc` processes (or here, for 1).
-
-    The workers are forked after `_renderer` is set, so each starts with the templates
-    compiled. Results come back in job order, so the output does not depend on num_proc.
-    """
-    global _renderer
-    _renderer = renderer
-    if num_proc < 2:
-        yield map
-        return
-    # Workers collect cycles as usual: they keep nothing, and a user's template might make some.
-    with multiprocessing.get_context("fork").Pool(num_proc, initializer=gc.enable) as pool:
-        yield pool.imap
-
-
-def _render_chunk(job: tuple[str, int, int]) -> tuple[str, int, list[Conversation]]:
-    topic, start, count = job
-    return topic, start, [_renderer.render(topic, i) for i in range(start, start + count)]
-
-
-def _jobs(topic: str, start: int, count: int) -> list[tuple[str, int, int]]:
-    return [(topic, s, min(CHUNK, start + count - s)) for s in range(start, start + count, CHUNK)]
-
-
 def render_unique(imap: Callable, persona: LoadedPersona, counts: dict[str, int], *, keys: PromptKeys,
                   on_progress: Callable[[int], None] = lambda k: None
                   ) -> tuple[dict[str, list[Conversation]], dict[str, list[int]], Counter]:
@@ -142,10 +112,10 @@ def render_unique(imap: Callable, persona: LoadedPersona, counts: dict[str, int]
     next_index = dict.fromkeys(counts, 0)
     wanted = dict(counts)
     for _ in range(MAX_ROUNDS):
-        jobs = [j for t, k in wanted.items() if k > 0 for j in _jobs(t, next_index[t], k)]
+        jobs = [j for t, k in wanted.items() if k > 0 for j in chunk_jobs(t, next_index[t], k)]
         if not jobs:
             break
-        for topic, start, convs in imap(_render_chunk, jobs):
+        for topic, start, convs in imap(render_chunk, jobs):
             stats["rendered"] += len(convs)
             for index, conv in enumerate(convs, start):
                 if len(kept[topic]) >= counts[topic]:
@@ -192,7 +162,7 @@ class TopicFacts:
 
 def _topic_facts(job: tuple[str, list[Conversation]]) -> TopicFacts:
     topic, convs = job
-    spec = _renderer.persona.spec  # this process's copy of the persona
+    spec = renderer_here().persona.spec  # this process's copy of the persona
     replies = [turn[1] for c in convs for turn in c if turn[0] == "assistant"]
     rules, broken, out_of_style = Counter(), [], 0
     for position, conv in enumerate(convs):

@@ -13,6 +13,7 @@ import pytest
 from pipeline.generate import generate_data, plan_counts
 from guppy.spec.personas import load_persona
 from pipeline.render import Renderer
+from pipeline.workers import render_each
 from guppy.data.split import PromptKeys, leak_free_split, normalize_prompt
 from tests.conftest import MINI_PERSONA, write_persona
 
@@ -103,6 +104,15 @@ def test_same_seed_same_bytes_other_seed_other_rows(mini, tmp_path):
     a, b, c = (rows_hash(datasets.load_from_disk(str(tmp_path / x))) for x in "abc")
     assert a == b  # one process or two: the same rows, byte for byte
     assert a != c
+
+
+def test_validates_sample_is_the_same_in_one_process_or_two(mini):
+    """`guppy persona validate` renders in processes (pipeline/workers.py): the same conversations, in order."""
+    loaded = load_persona(mini)
+    counts = {t: 40 for t in loaded.spec.topics}
+    one, two = (render_each(Renderer(loaded, seed=0), counts, procs) for procs in (1, 2))
+    assert one == two and [len(c) for c in one.values()] == list(counts.values())
+    assert one[next(iter(counts))][0] == Renderer(loaded, seed=0).render(next(iter(counts)), 0)
 
 
 def test_probe_prompts_never_reach_training_data(mini, tmp_path):
