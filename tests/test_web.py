@@ -129,15 +129,22 @@ def python_chat(model, tokenizer, questions: list[str]) -> list[str]:
     return replies
 
 
+@pytest.fixture(scope="module")
+def page():
+    """One headless Chromium for the module's two pages (each on its own server, so its own origin)."""
+    with browser.chromium(height=1400) as page:
+        yield page
+
+
 @needs_chromium
-def test_playground_in_headless_chromium(web, mini_run, tmp_path):
+def test_playground_in_headless_chromium(web, mini_run, tmp_path, page):
     model, tokenizer, _ = load_model(mini_run)
     questions = [QUESTION, "are you hungry now"]
     want = python_chat(model, tokenizer, questions)
     chats = [[{"role": "user", "content": QUESTION}],
              [{"role": "user", "content": " héllo  fish, 42 flakes?"}, {"role": "assistant", "content": "yes. food!"},
               {"role": "user", "content": "ünïcode 🐟 and\nnewlines"}]]
-    with browser.served(web) as url, browser.chromium(height=1400) as page:
+    with browser.served(web) as url:
         page.get(url)
         assert browser.wait_state(page) == "ready", page.find_element("id", "status").text
         assert page.find_element("id", "persona-name").text == "mini"
@@ -168,7 +175,7 @@ def test_playground_in_headless_chromium(web, mini_run, tmp_path):
 
 
 @needs_chromium
-def test_playground_speaks_japanese_as_guppy_chat_does(tmp_path, medaka_world):
+def test_playground_speaks_japanese_as_guppy_chat_does(tmp_path, medaka_world, page):
     """A Japanese persona's page: the same prompt ids as Python, and the same greedy reply, typed in Japanese."""
     from tests.test_japanese import CUE
 
@@ -179,7 +186,7 @@ def test_playground_speaks_japanese_as_guppy_chat_does(tmp_path, medaka_world):
     want = python_chat(model, tokenizer, questions)
     assert any("\u3040" <= ch <= "\u9fff" for ch in "".join(want)), want  # the model answers in Japanese
     chat = [{"role": "user", "content": "ＡＢＣ　ｶﾀｶﾅ、ごはん？"}]  # full-width Latin, half-width kana, ideographic space
-    with browser.served(tmp_path / "web") as url, browser.chromium() as page:
+    with browser.served(tmp_path / "web") as url:
         page.get(url)
         assert browser.wait_state(page) == "ready", page.find_element("id", "status").text
         assert page.execute_script("return window.guppy.encodePrompt(arguments[0])", chat) == tokenizer.encode_prompt(chat)
