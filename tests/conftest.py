@@ -92,10 +92,10 @@ def mini_relu_run(mini_run, tmp_path_factory) -> Path:
     ReLU model for llama.cpp). Not trained as ReLU, which saves a training: the rewrite and llama.cpp must
     reproduce whatever ReLU model they are given, and these weights still answer with peaked distributions."""
     import json
-    import shutil
 
-    copy = tmp_path_factory.mktemp("mini-relu-run") / "runs" / "mini"
-    shutil.copytree(mini_run, copy, ignore=shutil.ignore_patterns("hf", "hf-dataset", "onnx", "web", "inspect", "gguf"))
+    from tests.trained import copy_of_run
+
+    copy = copy_of_run(mini_run, tmp_path_factory.mktemp("mini-relu-run"))
     for config in copy.glob("ckpt/*/config.json"):
         meta = json.loads(config.read_text())
         meta["model"]["activation"] = meta["train"]["activation"] = "relu"

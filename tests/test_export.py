@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from guppy.model.checkpoint import load_model, save_checkpoint
 from guppy.model.gpt import GPT, ModelConfig
 from guppy.model.sampler import generate
 from guppy.store.paths import RunPaths
-from tests.conftest import write_persona
+from tests.trained import copy_of_run
 
 transformers = pytest.importorskip("transformers", reason="needs the hf extra: pip install 'guppy-persona[hf]'")
 AutoModelForCausalLM, AutoTokenizer = transformers.AutoModelForCausalLM, transformers.AutoTokenizer
@@ -36,9 +35,7 @@ CHAT = [{"role": "user", "content": "are you hungry now"}]
 def run(mini_run, tmp_path_factory) -> Path:
     """A copy of the session's trained mini run (tests/trained.py), so that exports to the default
     folders (runs/mini/hf, hf-dataset) stay in this module's own tmp folder."""
-    copy = tmp_path_factory.mktemp("export") / "runs" / "mini"
-    shutil.copytree(mini_run, copy, ignore=shutil.ignore_patterns("hf", "hf-dataset", "onnx", "web", "inspect"))
-    return copy
+    return copy_of_run(mini_run, tmp_path_factory.mktemp("export"))
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,19 @@ from pathlib import Path
 from tests.conftest import write_persona
 
 
+EXPORTS = ("hf", "hf-dataset", "onnx", "web", "inspect", "gguf")  # what tests write into a shared run
+
+
+def copy_of_run(run: Path, root: Path) -> Path:
+    """A copy of a shared trained run at root/runs/NAME, without what other tests exported into it, so
+    that a module writing to the default folders (runs/NAME/hf, ...) or changing it stays in its own folder."""
+    import shutil
+
+    copy = root / "runs" / run.name
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns(*EXPORTS))
+    return copy
+
+
 def train_mini(root: Path, **overrides) -> Path:
     from guppy.train.trainer import train
     from pipeline.generate import generate_data

@@ -32,7 +32,7 @@ RUNTIME = Path(__file__).resolve().parent / "llama_cpp"
 INSTALL = f"(cd {RUNTIME} && npm install --omit=optional)"
 N_CHATS, N_PROMPTS, MAX_NEW = 100, 10, 48
 Q8_TOP1 = 0.95
-NEAR_TIE = 0.01  # the most two logits may differ by for f16 to part there and still pass (see near_tie)
+NEAR_TIE = 0.01  # the most two logits may differ by for f16 or f32 to part there and still pass (see near_tie)
 
 
 def held_out_chats(paths, n: int = N_CHATS) -> tuple[list[list[dict]], str]:
