@@ -1,8 +1,10 @@
-"""The trainer's GPU-only speed-ups, checked on a CPU (CI has no GPU; tests/test_cuda.py runs them on one):
-Muon's batched Newton-Schulz (guppy/train/optim.py) and the cache of prepared data (guppy/train/prepared.py)."""
+"""The trainer's speed-ups made for the GPU, checked on a CPU (CI has no GPU; tests/test_cuda.py runs them on one):
+Muon's batched Newton-Schulz (guppy/train/optim.py), the cache of prepared data (guppy/train/prepared.py), the
+next epoch packed while this one trains (guppy/train/batches.py) and the blocks' fixed LayerNorms (guppy/model/gpt.py)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,7 +12,10 @@ import guppy.train.trainer as trainer_module
 from guppy.train.optim import Muon
 from guppy.train.prepared import cache_root
 from guppy.train.trainer import train
-from tests.test_train import FAST, STEPS, assert_same_run, weights
+from guppy.data.reader import Tokenized, epoch_order, pack
+from guppy.train.batches import Batches
+from guppy.train.processes import Processes
+from tests.test_train import FAST, STEPS, assert_same_run, interrupt, losses, resolve_config, weights
 from tests.test_train import corpus, micro_preset  # noqa: F401 (fixtures)
 
 
@@ -69,3 +74,50 @@ def test_a_changed_dataset_is_not_taken_from_the_cache(tmp_path, corpus):
     assert len(list((cache_root() / "prepared").iterdir())) == 2
     wb, wa = weights(tmp_path / "before"), weights(tmp_path / "after")
     assert any(not torch.equal(wb[k], wa[k]) for k in wb if wb[k].shape == wa[k].shape)
+
+
+def test_the_epoch_packed_in_the_background_is_the_epoch_packed_in_place():
+    """Stream packing packs each epoch afresh; the next one is packed in a thread while this one trains. Every
+    step of four epochs must get the rows (and learned-token counts) that packing that epoch in place gives."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 40, size=300)
+    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ids = rng.integers(0, 50, size=int(starts[-1])).astype(np.int64)
+    data = Tokenized(ids=ids, learn=rng.random(len(ids)) < 0.5, starts=starts)
+    cfg = resolve_config("tiny", packing="stream", batch_size=16, context=32, max_steps=100, device="cpu", seed=3)
+    batches = Batches(data, context=32, cfg=cfg, procs=Processes("cpu"), pad_id=0)
+    per_epoch = batches.steps_per_epoch
+    assert 3 * per_epoch < cfg.max_steps  # four epochs: three packed in the background
+    for step in range(4 * per_epoch):
+        epoch, b = divmod(step, per_epoch)
+        if b == 0:
+            x_ref, y_ref = pack(data, context=32, order=epoch_order(len(data), seed=3, epoch=epoch))
+        x, y, learned = batches(step)
+        rows = slice(b * 16, (b + 1) * 16)
+        assert torch.equal(x[0], x_ref[rows]) and torch.equal(y[0], y_ref[rows])
+        assert learned == int((y_ref[rows] != -1).sum())
+    assert batches.next is not None and batches.next[0] == 4  # packed ahead, not in place
+    assert not torch.equal(batches(0)[0], batches(per_epoch)[0])  # epochs differ (not vacuous)
+
+
+def test_fixed_block_norms_stay_at_one_and_zero_while_the_model_learns(tmp_path, corpus):
+    """--no-learn-block-norms: the LayerNorms before attention and MLP keep gain 1 and bias 0 (no gradient, no
+    optimizer state), ln_f and everything else still learns, the loss falls and the run resumes exactly."""
+    run = tmp_path / "fixed"
+    train(persona="fish", data=corpus, out=run, max_steps=STEPS, learn_block_norms=False, **FAST)
+    w = weights(run)
+    for name, value in w.items():
+        if ".ln_1." in name or ".ln_2." in name:
+            assert torch.equal(value, torch.ones_like(value) if name.endswith("weight") else torch.zeros_like(value))
+    assert not torch.equal(w["transformer.ln_f.weight"], torch.ones_like(w["transformer.ln_f.weight"]))
+    curve = losses(run)
+    assert curve[-1] < 0.7 * curve[0]
+    learned = tmp_path / "learned"
+    train(persona="fish", data=corpus, out=learned, max_steps=STEPS, **FAST)
+    assert not torch.equal(weights(learned)["transformer.h.0.ln_1.weight"], w["transformer.h.0.ln_1.weight"])
+    # Killed at step 47 and resumed from step 40's checkpoint (whose optimizer state has no entry for the fixed
+    # norms): the same run as the one never stopped.
+    assert interrupt(tmp_path, corpus, at=47, signal="SIGKILL", learn_block_norms=False).returncode == -9
+    train(persona="fish", data=corpus, out=tmp_path / "fish", max_steps=STEPS, learn_block_norms=False, resume=True,
+          **FAST)
+    assert_same_run(tmp_path / "fish", run)

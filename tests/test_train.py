@@ -168,10 +168,11 @@ def uninterrupted(tmp_path_factory, corpus) -> Path:
 
 
 def interrupt(tmp_path: Path, corpus: Path, *, at: int, signal: str,
-              device: str = "cpu") -> subprocess.CompletedProcess:
+              device: str = "cpu", **options) -> subprocess.CompletedProcess:
     script = tmp_path / "interrupted.py"
     script.write_text(INTERRUPTED_RUN.format(root=str(ROOT), micro=MICRO, at=at, signal=signal, data=str(corpus),
-                                             out=str(tmp_path / "fish"), steps=STEPS, fast={**FAST, "device": device}))
+                                             out=str(tmp_path / "fish"), steps=STEPS,
+                                             fast={**FAST, "device": device, **options}))
     return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
 
 

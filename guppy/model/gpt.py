@@ -183,6 +183,15 @@ class GPT(nn.Module):
         n = self.num_params() - self.transformer.wpe.weight.numel()
         return 6 * n + 12 * c.n_layer * c.d_model * c.context
 
+    def freeze_block_norms(self) -> None:
+        """Keep the LayerNorms inside the blocks at gain 1 and bias 0 (ln_f still learns). The Linear each one
+        feeds can learn any gain and bias itself, W (g * x + b) = (W diag(g)) x + W b, so the model can say
+        the same things; what goes is their gradients, sums over every token of the batch, which cost more
+        than they are worth on a GPU (an H200 step at the guppy shape: 23.7 -> 21.0 ms, GPU_NOTES.md)."""
+        for block in self.transformer.h:
+            block.ln_1.requires_grad_(False)
+            block.ln_2.requires_grad_(False)
+
     def hidden_matrices(self) -> list[nn.Parameter]:
         """The blocks' 2-D weights (attention and MLP): what Muon orthogonalizes. The embeddings,
         which are also the tied head, and the 1-D gains and biases are left to AdamW (guppy/train/optim.py)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
@@ -34,6 +35,8 @@ class Batches:
                              f"{context}; generate more data or lower the batch size")
         self.micro = cfg.batch_size // procs.world // cfg.grad_accum
         self.epoch = -1
+        self.packer = ThreadPoolExecutor(max_workers=1)  # packs the next epoch while this one trains
+        self.next: tuple[int, Future] | None = None
 
     def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """This rank's rows of global batch `step` as (x, y), each (grad_accum, micro, context), and
@@ -41,19 +44,31 @@ class Batches:
         communication; counted on the CPU, so the GPU is never waited for)."""
         epoch, b = divmod(step, self.steps_per_epoch)
         if epoch != self.epoch:
-            if self.cfg.packing == "whole":
-                order = torch.from_numpy(epoch_order(len(self.rows[0]), seed=self.cfg.seed, epoch=epoch))
-                x, y = (t[order] for t in self.rows)
-            else:
-                x, y = pack(self.data, context=self.context,
-                            order=epoch_order(len(self.data), seed=self.cfg.seed, epoch=epoch))
-            self.epoch, self.learned = epoch, (y != -1).sum(dim=1).tolist()  # per row
-            self.x, self.y = x.to(self.procs.device), y.to(self.procs.device)
+            ready = self.next if self.next is not None and self.next[0] == epoch else None
+            x, y, self.learned = ready[1].result() if ready else self.rows_of(epoch)
+            self.epoch = epoch
+            self.x, self.y = x.to(self.procs.device, non_blocking=True), y.to(self.procs.device, non_blocking=True)
+            # Packing an epoch takes ~0.1 s of numpy; done here it would leave the GPU waiting at every
+            # epoch's start (8 times in the guppy preset's run), so the next epoch is packed meanwhile.
+            if (epoch + 1) * self.steps_per_epoch < self.cfg.max_steps:
+                self.next = (epoch + 1, self.packer.submit(self.rows_of, epoch + 1))
         B, accum = self.cfg.batch_size, self.cfg.grad_accum
         first = b * B + self.procs.rank * self.micro * accum  # this rank's first row
         rows = slice(first, first + self.micro * accum)
         shape = (accum, self.micro, self.context)
         return self.x[rows].view(shape), self.y[rows].view(shape), sum(self.learned[b * B:(b + 1) * B])
+
+    def rows_of(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """Epoch `epoch`'s rows (x, y) in training order, on the CPU (pinned for the GPU), and the learned
+        tokens of each row."""
+        if self.cfg.packing == "whole":
+            order = torch.from_numpy(epoch_order(len(self.rows[0]), seed=self.cfg.seed, epoch=epoch))
+            x, y = (t[order] for t in self.rows)
+        else:
+            x, y = pack(self.data, context=self.context, order=epoch_order(len(self.data), seed=self.cfg.seed, epoch=epoch))
+        if self.procs.device_type == "cuda":
+            x, y = x.pin_memory(), y.pin_memory()  # so the copy to the GPU does not wait for the CPU
+        return x, y, (y != -1).sum(dim=1).tolist()
 
 
 def data_hash(*splits: Tokenized) -> str:

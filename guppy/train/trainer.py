@@ -174,6 +174,8 @@ class Trainer:
 
         # model and optimizer, then where to start from
         self.model = GPT(self.mconf).to(procs.device)
+        if not cfg.learn_block_norms:
+            self.model.freeze_block_norms()
         self.optimizer = build_optimizer(self.model, name=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                          betas=(0.9, cfg.beta2), device_type=procs.device_type)
         self.step, self.best_loss, self.best_step = 0, math.inf, -1

@@ -7,6 +7,7 @@
 #   bash tests/bench/gpu_recipes.sh activation   # GELU against ReLU on tiny and small (issue 25)
 #   bash tests/bench/gpu_recipes.sh guppy-gelu   # the guppy preset with GELU (its ReLU runs: `steps`' first job)
 #   bash tests/bench/gpu_recipes.sh personas     # the tiny preset on every shipped persona, its own data
+#   bash tests/bench/gpu_recipes.sh norms        # the guppy preset with its blocks' LayerNorms fixed (issue 26)
 set -uo pipefail
 export PYTHONUNBUFFERED=1 GUPPY_CACHE=$PWD/runs/cache
 mkdir -p "${OUT:-runs}"
@@ -23,12 +24,15 @@ for WHAT in "${@:-steps}"; do
         for p in tiny small; do for a in relu gelu; do jobs+=(--job "{\"preset\": \"$p\", \"activation\": \"$a\"}"); done; done ;;
     guppy-gelu)
         jobs+=(--job '{"preset": "guppy", "activation": "gelu"}') ;;
+    norms)  # the guppy preset with the blocks' LayerNorms learned (as it was) and fixed, and fixed in fewer steps
+        jobs+=(--job '{"preset": "guppy", "learn_block_norms": true}' --job '{"preset": "guppy", "learn_block_norms": false}'
+               --job '{"preset": "guppy", "learn_block_norms": false, "max_steps": 270}') ;;
     personas)  # each persona's data first (generate-data's own processes: the cores here, up to 8)
         for p in guppy cat plant kingyo tuantuan lorenzo; do
             [ -d "runs/$p/data" ] || python3 cli.py generate-data "$p" > /dev/null
             jobs+=(--job "{\"persona\": \"$p\", \"preset\": \"tiny\"}")
         done ;;
-    *) echo "unknown set: $WHAT (steps, activation, guppy-gelu, personas)" >&2; exit 2 ;;
+    *) echo "unknown set: $WHAT (steps, activation, guppy-gelu, personas, norms)" >&2; exit 2 ;;
     esac
 done
 python3 tests/bench/bench_optim.py --device cuda --parallel "${PARALLEL:-4}" --threads "${THREADS:-4}" --train-seeds 0,1,2 \
