@@ -295,3 +295,30 @@ def test_eval_and_compare_on_a_device_that_is_not_there_are_one_line(world, monk
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert_one_line_error(runner.invoke(app, ["eval", "mini", "--device", "cuda"]), "--device cuda")
     assert_one_line_error(runner.invoke(app, ["compare", "mini", "kitty", "--device", "cuda"]), "--device cuda")
+
+
+def test_the_classifier_fitted_in_a_second_process_reads_replies_as_the_one_fitted_here(world, monkeypatch):
+    """On a GPU the topic classifier is fitted in a second process while the model samples (on_topic.py:
+    ClassifierElsewhere). Asked for here, on a CPU: the same on-topic and per-turn figures as fitted in this
+    process, and fitted there (this process's fit_classifier is made to fail)."""
+    import guppy.eval.on_topic as on_topic
+    from guppy.eval.commands import load_eval_data
+    from guppy.eval.evaluate import measure
+    from guppy.model.checkpoint import load_model
+    from guppy.spec.personas import load_persona
+    from guppy.store.paths import RunPaths
+
+    model, tokenizer, _ = load_model(world / "runs/mini")
+    spec = load_persona("mini").spec
+    data = load_eval_data(RunPaths(world / "runs/mini"), "mini")
+    here = measure(model, tokenizer, spec, data, samples=2, seed=0, classifier_elsewhere=False)
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("fitted in this process")
+
+    monkeypatch.setattr(on_topic, "fit_classifier", not_here)
+    there = measure(model, tokenizer, spec, data, samples=2, seed=0, classifier_elsewhere=True)
+    assert there["on_topic"] == here["on_topic"] and there["turns"] == here["turns"]
+    assert here["on_topic"]["model"] > 0.5  # the classifier read replies (not vacuous)
+    with pytest.raises(AssertionError, match="fitted in this process"):
+        measure(model, tokenizer, spec, data, samples=2, seed=0, classifier_elsewhere=False)

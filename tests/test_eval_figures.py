@@ -1,4 +1,4 @@
-"""The evaluator's figures on hand-made replies, no model: each would read wrong if its arithmetic broke."""
+"""The evaluator's figures on hand-made replies (and one tiny untrained model): each would read wrong if its arithmetic broke."""
 
 from __future__ import annotations
 
@@ -94,3 +94,21 @@ def test_drift_and_seed_summaries():
     spread = over_seeds(reports, {"p": lambda r: r["p"]})
     assert spread["p"] == {"median": 0.8, "min": 0.7, "max": 0.9, "values": [0.8, 0.9, 0.7]}
     assert spread["seeds"] == [0, 1, 2]
+
+
+def test_next_token_log_probs_are_log_probs_picked_at_each_next_token():
+    """The lift's words of several tokens read only each row's own next tokens (picked where the model runs);
+    they must be exactly what the whole rows of log_probs hold there, padding or not."""
+    import torch
+
+    from guppy.eval.likelihood import log_probs, next_token_log_probs
+    from guppy.model.gpt import GPT, ModelConfig
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layer=1, n_head=2, d_model=16, d_ff=32, context=16, vocab_size=30)).eval()
+    rows = [[1, 5, 7, 2], [3, 4], [9, 8, 7, 6, 5, 4, 3], [2, 2, 2]]
+    whole = log_probs(model, rows, pad=0, batch_size=3)
+    picked = next_token_log_probs(model, rows, pad=0, batch_size=3)
+    for row, lp, mine in zip(rows, whole, picked):
+        assert mine.shape == (len(row) - 1,)
+        assert torch.equal(mine, lp[torch.arange(len(row) - 1), torch.tensor(row[1:])])

@@ -38,7 +38,7 @@ from guppy.spec.language import is_spaced, units
 from guppy.eval.likelihood import bits_per_byte, lift
 from guppy.model.gpt import GPT
 from guppy.eval.novelty import novelty_figures, training_sentences
-from guppy.eval.on_topic import fit_classifier, held_out_prompts, on_topic_figures
+from guppy.eval.on_topic import ClassifierElsewhere, held_out_prompts, on_topic_figures, topic_classifier
 from guppy.spec.persona import Persona
 from guppy.model.sampler import complete
 from guppy.eval.turns import chat_prompts, drift, run_chats, turn_figures
@@ -243,8 +243,24 @@ def untrained_like(model, seed: int):
     return GPT(model.config).to(model.lm_head.weight.device).eval()
 
 
-def measure(model, tokenizer, spec: Persona, data: EvalData, *, samples: int, seed: int) -> dict:
-    """Every figure for one model on one persona, at one sampling seed: model, floor and ceiling."""
+def measure(model, tokenizer, spec: Persona, data: EvalData, *, samples: int, seed: int,
+            classifier_elsewhere: bool | None = None) -> dict:
+    """Every figure for one model on one persona, at one sampling seed: model, floor and ceiling.
+
+    classifier_elsewhere: fit the topic classifier in a second process while the model samples (on_topic.py:
+    ClassifierElsewhere); by default where the model is not on the CPU, whose cores it would otherwise share."""
+    if classifier_elsewhere is None:
+        classifier_elsewhere = model.lm_head.weight.device.type != "cpu"
+    classifier = (topic_classifier(data.train_by_topic, spec.language, seed, elsewhere=classifier_elsewhere)
+                  if data.has_topics else None)
+    try:
+        return _measure(model, tokenizer, spec, data, samples=samples, seed=seed, classifier=classifier)
+    finally:
+        if isinstance(classifier, ClassifierElsewhere):
+            classifier.close()
+
+
+def _measure(model, tokenizer, spec: Persona, data: EvalData, *, samples: int, seed: int, classifier) -> dict:
     budget = reply_budget(spec, tokenizer, data)  # the model, its floor and the on-topic replies alike
     model_f = score_model(model, tokenizer, spec, data, samples=samples, seed=seed, budget=budget)
     floor_f = score_model(untrained_like(model, seed), tokenizer, spec, data, samples=samples, seed=seed,
@@ -252,7 +268,6 @@ def measure(model, tokenizer, spec: Persona, data: EvalData, *, samples: int, se
     ceiling_f = reply_figures(spec, ceiling_replies(spec, data), data.train_replies)
     score, per = persona_score(model_f, floor_f, ceiling_f)
     ci = persona_score_ci(model_f.pop("_hits"), floor_f.pop("_hits"), ceiling_f["hit_rate"], seed)
-    classifier = fit_classifier(data.train_by_topic, spec.language, seed) if data.has_topics else None
 
     def reply_fn(prompts: list[str]) -> list[str]:
         return complete(model, tokenizer, prompts, seed=seed, temperature=CHAT.temperature, top_p=CHAT.top_p,

@@ -68,6 +68,47 @@ def fit_classifier(train_by_topic: dict[str, list[str]], language: str, seed: in
     return TopicClassifier(pipeline, topics)
 
 
+class ClassifierElsewhere:
+    """`fit_classifier` in a second process, started before the model samples: where the model runs on a GPU
+    the CPU cores are idle meanwhile, and sklearn's import and the fit (~4 s on the GPU machines) overlap the
+    sampling instead of coming before it. `predict` waits for the fit; `close` ends the process."""
+
+    def __init__(self, train_by_topic: dict[str, list[str]], language: str, seed: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: this process holds a CUDA context, which a forked child cannot use or safely copy.
+        self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        self.fitted = self.pool.submit(_fit_there, train_by_topic, language, seed)
+
+    def predict(self, replies: list[str]) -> list[str]:
+        return self.pool.submit(_predict_there, replies).result() if replies else []
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+
+_THERE: list[TopicClassifier] = []  # in the second process: the classifier it fitted
+
+
+def _fit_there(train_by_topic: dict[str, list[str]], language: str, seed: int) -> None:
+    _THERE.append(fit_classifier(train_by_topic, language, seed))
+
+
+def _predict_there(replies: list[str]) -> list[str]:
+    return _THERE[-1].predict(replies)
+
+
+def topic_classifier(train_by_topic: dict[str, list[str]], language: str, seed: int, *, elsewhere: bool
+                     ) -> TopicClassifier | ClassifierElsewhere | None:
+    """fit_classifier's classifier, fitted here or (elsewhere) in a second process; None under two topics."""
+    if sum(1 for replies in train_by_topic.values() if replies) < 2:
+        return None
+    if elsewhere:
+        return ClassifierElsewhere(train_by_topic, language, seed)
+    return fit_classifier(train_by_topic, language, seed)
+
+
 def held_out_prompts(test_by_topic: dict[str, list[list[dict]]], seed: int) -> list[tuple[str, str]]:
     """(topic, prompt) pairs: distinct held-out first messages of every topic, as many of each (see
     HELD_OUT_PROMPTS_PER_TOPIC) as the split has."""
