@@ -46,6 +46,10 @@ step cli-help python3 cli.py --help
 python3 -X importtime -c "import cli, guppy.train.trainer, torch._dynamo" 2> "$LOG/importtime.txt"
 step train-1 python3 cli.py train guppy --preset guppy
 step train-2 python3 cli.py train guppy --preset guppy
+# The same once more, saying when the interpreter begins to exit (atexit), to see what the exit itself costs.
+python3 -c "import atexit, sys, time; atexit.register(lambda: print(f'atexit {time.time():.3f}', file=sys.stderr)); \
+sys.argv = ['guppy', 'train', 'guppy', '--preset', 'guppy']; import cli; cli.main()" > "$LOG/train-exit.log" 2>&1
+echo "exited $EPOCHREALTIME" >> "$LOG/train-exit.log"
 pack
 step eval python3 cli.py eval guppy
 step eval-cpu python3 cli.py eval guppy --device cpu  # the same figures, the model on the CPU
@@ -59,6 +63,7 @@ step eval-profiled python3 -m cProfile -o "$LOG/eval.prof" cli.py eval guppy
 [ -z "${QUICK:-}" ] && python3 tests/bench/bench_gpu_step.py > "$LOG/step.txt" 2>&1
 listing train; listing eval
 cat "$LOG/step.txt"
+grep -E "^atexit|^exited" "$LOG/train-exit.log"
 for f in before-train-1 train-1 train-2 train-whole; do
     echo "$f: $(grep -E 'wall_s|prepare_s|eval_s|checkpoint_s|tokens_per_s|best_test_loss' "$LOG/$f.log" 2>/dev/null | tr -s ' │' ' ' | tr '\n' ' ')"
 done
