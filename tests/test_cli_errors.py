@@ -119,3 +119,46 @@ def test_a_crash_mid_write_leaves_nothing(tmp_path, mini, monkeypatch):
         gen.generate_data(persona=mini, n=100, out=tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.glob(".out*"))
+
+
+FAST_EXIT = """
+import atexit, sys
+sys.path.insert(0, {root!r})
+import pipeline.cli_shared as shared
+shared.used_cuda = lambda: True  # as after a command that ran on a GPU (CI has none)
+atexit.register(lambda: print("atexit handlers ran", flush=True))
+
+
+class Teardown:  # deleted when the interpreter tears its modules down, which leaving at once skips
+    def __del__(self):
+        print("torn down", flush=True)
+
+
+kept = Teardown()
+sys.argv = ["guppy", *{args!r}]
+import cli
+cli.main()
+print("not reached: main leaves the process")
+"""
+
+
+@pytest.mark.parametrize("args, code", [(["persona", "list"], 0), (["persona", "show", "no-such-fish"], 2),
+                                        (["persona", "show"], 2)])
+def test_after_cuda_the_command_leaves_at_once_with_its_exit_code_and_all_its_output(tmp_path, args, code):
+    """After CUDA, cli.main leaves through os._exit (CUDA's teardown took ~1 s on a GPU machine): the exit code
+    (0, a GuppyError's 2, a usage error's 2), the output and the atexit handlers must all be as sys.exit's."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = tmp_path / "fast_exit.py"
+    script.write_text(FAST_EXIT.format(root=str(root), args=args))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=root, timeout=120)
+    assert done.returncode == code, done.stderr[-2000:]
+    assert "atexit handlers ran" in done.stdout and "not reached" not in done.stdout
+    assert "torn down" not in done.stdout  # it left at once
+    if code == 0:
+        assert "guppy" in done.stdout  # the table of personas came out whole
+    else:
+        assert "Traceback" not in done.stderr and ("error" in done.stderr.lower() or "usage" in done.stderr.lower())

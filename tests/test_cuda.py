@@ -27,11 +27,13 @@ def test_a_gpu_run_learns_as_a_cpu_run_does(tmp_path, corpus):
 
 
 def test_a_gpu_run_resumes_exactly_after_ctrl_c(tmp_path, corpus):
+    """With the blocks' LayerNorms fixed, as the guppy preset trains on a GPU."""
     whole = tmp_path / "whole"
-    train(persona="fish", data=corpus, out=whole, max_steps=STEPS, **GPU)
-    done = interrupt(tmp_path, corpus, at=27, signal="SIGINT", device="cuda")
+    train(persona="fish", data=corpus, out=whole, max_steps=STEPS, learn_block_norms=False, **GPU)
+    done = interrupt(tmp_path, corpus, at=27, signal="SIGINT", device="cuda", learn_block_norms=False)
     assert done.returncode != 0 and "interrupted at step 27" in done.stderr, done.stderr[-2000:]
-    train(persona="fish", data=corpus, out=tmp_path / "fish", max_steps=STEPS, resume=True, **GPU)
+    train(persona="fish", data=corpus, out=tmp_path / "fish", max_steps=STEPS, resume=True, learn_block_norms=False,
+          **GPU)
     # Float atomics in some GPU kernels make two runs differ in the last bits, not more.
     assert_same_run(tmp_path / "fish", whole, tolerance=1e-4)
 
@@ -49,3 +51,22 @@ def test_the_evaluator_samples_on_the_gpu_as_on_the_cpu(mini_run):
     on_cpu, on_gpu = (complete(m, tokenizer, prompts, seed=0, temperature=CHAT.temperature, top_p=CHAT.top_p)
                       for m in (cpu, gpu))
     assert sum(a == b for a, b in zip(on_cpu, on_gpu)) >= 0.9 * len(prompts)
+
+
+def test_the_evaluator_on_the_gpu_fits_its_topic_classifier_in_a_second_process(mini_run, monkeypatch):
+    """With the model on a GPU, measure() fits the topic classifier in a spawned process while the model samples
+    (guppy/eval/on_topic.py: ClassifierElsewhere): this process's fit_classifier is never called."""
+    import guppy.eval.on_topic as on_topic
+    from guppy.data.reader import load_conversations
+    from guppy.eval.evaluate import eval_data_from, measure
+    from guppy.model.checkpoint import load_model
+    from guppy.spec.personas import load_persona
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("fitted in this process")
+
+    monkeypatch.setattr(on_topic, "fit_classifier", not_here)
+    model, tokenizer, _ = load_model(mini_run, device="cuda")
+    spec = load_persona(mini_run.parents[1] / "personas" / "mini.yaml").spec
+    figures = measure(model, tokenizer, spec, eval_data_from(load_conversations(mini_run / "data")), samples=2, seed=0)
+    assert figures["on_topic"] is not None and figures["on_topic"]["ceiling"] > 0.5

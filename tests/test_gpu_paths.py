@@ -103,8 +103,8 @@ def test_the_epoch_packed_in_the_background_is_the_epoch_packed_in_place():
 def test_fixed_block_norms_stay_at_one_and_zero_while_the_model_learns(tmp_path, corpus):
     """--no-learn-block-norms: the LayerNorms before attention and MLP keep gain 1 and bias 0 (no gradient, no
     optimizer state), ln_f and everything else still learns, the loss falls and the run resumes exactly."""
-    run = tmp_path / "fixed"
-    train(persona="fish", data=corpus, out=run, max_steps=STEPS, learn_block_norms=False, **FAST)
+    run, cpu = tmp_path / "fixed", {**FAST, "device": "cpu"}  # as the interrupted run (a GPU machine would pick cuda)
+    train(persona="fish", data=corpus, out=run, max_steps=STEPS, learn_block_norms=False, **cpu)
     w = weights(run)
     for name, value in w.items():
         if ".ln_1." in name or ".ln_2." in name:
@@ -113,11 +113,11 @@ def test_fixed_block_norms_stay_at_one_and_zero_while_the_model_learns(tmp_path,
     curve = losses(run)
     assert curve[-1] < 0.7 * curve[0]
     learned = tmp_path / "learned"
-    train(persona="fish", data=corpus, out=learned, max_steps=STEPS, **FAST)
+    train(persona="fish", data=corpus, out=learned, max_steps=STEPS, **cpu)
     assert not torch.equal(weights(learned)["transformer.h.0.ln_1.weight"], w["transformer.h.0.ln_1.weight"])
     # Killed at step 47 and resumed from step 40's checkpoint (whose optimizer state has no entry for the fixed
     # norms): the same run as the one never stopped.
     assert interrupt(tmp_path, corpus, at=47, signal="SIGKILL", learn_block_norms=False).returncode == -9
     train(persona="fish", data=corpus, out=tmp_path / "fish", max_steps=STEPS, learn_block_norms=False, resume=True,
-          **FAST)
+          **cpu)
     assert_same_run(tmp_path / "fish", run)

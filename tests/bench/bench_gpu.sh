@@ -6,7 +6,7 @@
 # QUICK=1 (optional): leave out what was measured before and changes slowly (--packing whole, the step
 # microbenchmark, torch.compile's two runs), to leave device time for tests/bench/gpu_recipes.sh.
 # BEFORE=DIR (optional): a folder of files as they were before a change (same paths as in the checkout); they
-# are swapped in for a `train` twice, then swapped back, so before and after are timed on one machine.
+# are swapped in for a `train` twice, an `eval` and a `run`, then swapped back, so before and after are timed on one machine.
 # Logs, cProfile listings (sorted by cumulative time) and times.txt come back as $OUT/logs-TAG.tgz.
 set -uo pipefail
 TAG=${1:-now}
@@ -39,6 +39,9 @@ if [ -n "${BEFORE:-}" ]; then
     (cd "$BEFORE" && find . -type f) > "$LOG/before-files.txt"
     mkdir -p /tmp/after && while read -r f; do cp --parents "$f" /tmp/after/; cp "$BEFORE/$f" "$f"; done < "$LOG/before-files.txt"
     step before-train-1 python3 cli.py train guppy --preset guppy
+    step before-train-2 python3 cli.py train guppy --preset guppy
+    step before-eval python3 cli.py eval guppy
+    step before-run python3 cli.py run guppy --preset guppy
     while read -r f; do cp "/tmp/after/$f" "$f"; done < "$LOG/before-files.txt"
 fi
 step import-torch python3 -c "import torch; torch.zeros(1, device='cuda')"
@@ -64,10 +67,10 @@ step eval-profiled python3 -m cProfile -o "$LOG/eval.prof" cli.py eval guppy
 listing train; listing eval
 cat "$LOG/step.txt"
 grep -E "^atexit|^exited" "$LOG/train-exit.log"
-for f in before-train-1 train-1 train-2 train-whole; do
+for f in before-train-1 before-train-2 train-1 train-2 train-whole; do
     echo "$f: $(grep -E 'wall_s|prepare_s|eval_s|checkpoint_s|tokens_per_s|best_test_loss' "$LOG/$f.log" 2>/dev/null | tr -s ' │' ' ' | tr '\n' ' ')"
 done
-grep -H -E "persona .*on-topic|generate .* total|time:" "$LOG"/eval.log "$LOG"/eval-cpu.log "$LOG"/run-1.log
+grep -H -E "persona .*on-topic|generate .* total|time:" "$LOG"/before-eval.log "$LOG"/before-run.log "$LOG"/eval.log "$LOG"/eval-cpu.log "$LOG"/run-1.log
 tail -3 "$LOG/pytest-cuda.log"
 pack
 [ -n "${QUICK:-}" ] && exit 0
