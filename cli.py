@@ -389,7 +389,7 @@ def main() -> None:
     try:
         app()  # typer ends with sys.exit, whatever happened
     except SystemExit as done:
-        if not cli_shared.used_cuda():
+        if not cli_shared.may_exit_now():
             raise
         cli_shared.exit_now(done.code)  # skips CUDA's teardown at exit: ~1 s on a GPU machine
 

@@ -155,6 +155,11 @@ def used_cuda() -> bool:
     return torch is not None and torch.cuda.is_initialized()
 
 
+def may_exit_now() -> bool:
+    """exit_now pays after CUDA; not under `python -m cProfile`, which writes its file after the script returns."""
+    return used_cuda() and "cProfile" not in sys.modules
+
+
 def exit_now(code) -> None:
     """Leave as sys.exit(code) would, but without the interpreter's teardown, which after a CUDA context took
     1.1-1.4 s on the H200 machines, against 0.2 s this way (tests/bench/bench_exit.sh). atexit handlers still

@@ -1,0 +1,237 @@
+"""The model: a vanilla GPT-2-style decoder, small enough to read in one sitting.
+
+Learned positions, pre-LayerNorm blocks, multi-head causal attention, a ReLU/GELU MLP and an
+LM head tied to the token embedding. Module and parameter names are GPT-2's (`transformer.wte`,
+`h.0.attn.c_attn`, `ln_f`, ...) so a checkpoint maps one to one onto Hugging Face's
+`GPT2LMHeadModel`; GPT-2 stores its Linear weights transposed (Conv1D), which the exporter undoes.
+
+Read top to bottom: config, attention, MLP, block, model, KV cache.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from guppy.config import ModelConfig  # noqa: F401 (the shape, with the vocabulary: guppy/config.py)
+
+
+def reference_attention(q, k, v, mask=None, dropout_p=0.0, steps=None):
+    """Attention in its four lines; the fast path must agree with it (tests/test_model.py).
+
+    q (B, nh, T, hs), k and v (B, nh, S, hs): the T queries are the last T of the S keys.
+    mask (B, 1, T, S) bool, True where a query may look; None means plainly causal.
+    steps: a list to append the four steps to, as a dict of (B, nh, T, S) tensors (guppy inspect)."""
+    if mask is None:
+        T, S = q.size(-2), k.size(-2)
+        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=S - T)
+    scores = q @ k.transpose(-2, -1)  # (B, nh, T, S)
+    scaled = scores * (1.0 / math.sqrt(k.size(-1)))
+    masked = scaled.masked_fill(~mask, float("-inf"))
+    att = F.softmax(masked, dim=-1)
+    if steps is not None:
+        steps.append(dict(scores=scores, scaled=scaled, masked=masked, probs=att))
+    att = F.dropout(att, dropout_p) if dropout_p else att  # where SDPA drops too: the weights
+    return att @ v  # (B, nh, T, hs)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.n_head, self.d_model, self.layer = config.n_head, config.d_model, layer
+        self.c_attn = nn.Linear(config.d_model, 3 * config.d_model)  # q, k, v in one matmul, as in GPT-2
+        self.c_proj = nn.Linear(config.d_model, config.d_model)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.reference = False  # True: use the four readable lines instead of the fused kernel
+        self.steps: list | None = None  # with reference: each call's four steps are appended here
+
+    def forward(self, x, mask=None, kv_cache=None):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.d_model, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if kv_cache is not None:
+            k, v = kv_cache.store(self.layer, k, v)  # (B, nh, S, hs): everything so far
+        p = self.dropout if self.training else 0.0
+        if self.reference:
+            y = reference_attention(q, k, v, mask, dropout_p=p, steps=self.steps)
+        else:
+            # is_causal aligns its triangle top-left, right only when queries and keys are the same
+            # tokens; with a cache prefix or padding the caller passes an explicit mask instead.
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.d_model, config.d_ff)
+        # GPT-2's "gelu_new" is the tanh approximation; using it keeps the export exact.
+        self.act = nn.ReLU() if config.activation == "relu" else nn.GELU(approximate="tanh")
+        self.c_proj = nn.Linear(config.d_ff, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.d_model, eps=1e-5)
+        self.attn = CausalSelfAttention(config, layer)
+        self.ln_2 = nn.LayerNorm(config.d_model, eps=1e-5)
+        self.mlp = MLP(config)
+
+    def forward(self, x, mask=None, kv_cache=None):
+        x = x + self.attn(self.ln_1(x), mask, kv_cache)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.d_model),
+            wpe=nn.Embedding(config.context, config.d_model),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.d_model, eps=1e-5),
+        ))
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        # Weight tying (Press & Wolf 2017): one matrix reads and writes tokens. At the guppy shape
+        # it saves 1.6M of 10.3M parameters, and GPT-2 does the same.
+        self.lm_head.weight = self.transformer.wte.weight
+        self.apply(self._init_weights)
+        # GPT-2: scale the projections that write into the residual stream by 1/sqrt(2 * n_layer),
+        # since 2 of them per block add up along the depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx, targets=None, *, kv_cache=None, pad_mask=None, last_only=False, reduction="mean"):
+        """idx (B, T) token ids -> (logits, loss or None).
+
+        logits: (B, T, vocab), or (B, 1, vocab) with last_only; with targets, (N, vocab) for just
+            the N positions that have a target, in order.
+        targets (B, T): the next token at each position, -1 where nothing is to be learned.
+        reduction: "mean" (per target) or "sum" of the cross-entropy over the targets.
+        kv_cache: from `new_kv_cache`; idx are then the tokens that follow what it holds.
+        pad_mask (B, T) bool: False on left-padding, which nothing attends to and which does
+            not count as a position, so a padded prompt gives the same logits as alone.
+        last_only: compute logits for the last position only (sampling needs no more)."""
+        B, T = idx.size()
+        start = kv_cache.length if kv_cache is not None else 0
+        assert start + T <= self.config.context, f"{start + T} tokens > context {self.config.context}"
+        if kv_cache is None and pad_mask is None:  # training: every row starts at position 0
+            pos, mask = torch.arange(T, device=idx.device), None  # None: SDPA builds the causal mask itself
+        else:
+            real = torch.ones_like(idx, dtype=torch.bool) if pad_mask is None else pad_mask  # (B, T)
+            seen = kv_cache.seen[:, None] if kv_cache is not None else 0  # real tokens before idx, per row
+            pos = (seen + real.cumsum(dim=1) - 1).clamp(min=0)  # (B, T): padding is not a position
+            mask = attention_mask(kv_cache.remember(real) if kv_cache is not None else real, T)
+
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        for block in self.transformer.h:
+            x = block(x, mask, kv_cache)
+        x = self.transformer.ln_f(x)
+        if kv_cache is not None:
+            kv_cache.advance(real)
+
+        if targets is not None:
+            # Only positions with a target need logits. About half of a packed chat row is the
+            # user's turn (-1): leaving those out of the largest matmul and the softmax makes
+            # training 1.2x faster on a 2-core CPU. (Finding them waits for the GPU; at the guppy shape
+            # on an H200 a step takes 23.7 ms either way, with logits at every position and -1 ignored:
+            # tests/bench/bench_gpu_step.py, 2026-12-04.)
+            keep = targets != -1
+            logits = self.lm_head(x[keep])  # (N, vocab)
+            return logits, F.cross_entropy(logits, targets[keep], reduction=reduction)
+        logits = self.lm_head(x[:, [-1], :] if last_only else x)  # (B, 1 or T, vocab)
+        return logits, None
+
+    def new_kv_cache(self, batch_size: int, length: int | None = None) -> "KVCache":
+        """An empty cache for `batch_size` sequences of at most `length` tokens (default: context)."""
+        p = self.lm_head.weight
+        return KVCache(self.config, batch_size, length or self.config.context, device=p.device, dtype=p.dtype)
+
+    def num_params(self) -> int:
+        """Every parameter once: the tied head is wte, so it is not counted twice."""
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_token(self) -> int:
+        """Training FLOPs (forward + backward) per token, as in PaLM appendix B and nanoGPT:
+        6 per weight that multiplies (2 forward, 4 backward), plus the attention scores and
+        mixing at full context. Position embeddings are a lookup, not a matmul, so they are left out."""
+        c = self.config
+        n = self.num_params() - self.transformer.wpe.weight.numel()
+        return 6 * n + 12 * c.n_layer * c.d_model * c.context
+
+    def hidden_matrices(self) -> list[nn.Parameter]:
+        """The blocks' 2-D weights (attention and MLP): what Muon orthogonalizes. The embeddings,
+        which are also the tied head, and the 1-D gains and biases are left to AdamW (guppy/train/optim.py)."""
+        return [p for name, p in self.named_parameters() if p.dim() == 2 and name.startswith("transformer.h.")]
+
+
+def attention_mask(key_ok, T):
+    """(B, 1, T, S) bool, True where a query may attend a key, for the last T of S tokens:
+    causal, never into padding (key_ok (B, S) False), and always to itself, so that a
+    padding query's row is never all -inf (softmax would make NaN and spread it)."""
+    S = key_ok.size(1)
+    q = torch.arange(S - T, S, device=key_ok.device)[:, None]  # (T, 1) query positions
+    k = torch.arange(S, device=key_ok.device)[None, :]  # (1, S) key positions
+    return ((k <= q) & key_ok[:, None, None, :]) | (k == q)
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far, allocated once.
+
+    Generation feeds one token per row per step; without the cache each step would recompute
+    the keys and values of the whole prefix. Slots are shared by the batch: a left-padded row
+    fills its first slots with padding, which `valid` marks so that attention skips them."""
+
+    def __init__(self, config: ModelConfig, batch_size: int, length: int, *, device, dtype):
+        hs = config.d_model // config.n_head
+        shape = (config.n_layer, batch_size, config.n_head, length, hs)
+        # zeros, not empty: touching every page now (0.1 s at the guppy shape, 256 rows) costs far
+        # less than page faults later, when each step's new slot of each row and head lands in a
+        # page of its own (1.6 s more over 48 steps, measured on a 2-core CPU).
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.valid = torch.zeros(batch_size, length, dtype=torch.bool, device=device)  # (B, slots)
+        self.seen = torch.zeros(batch_size, dtype=torch.long, device=device)  # real tokens per row
+        self.length = 0  # slots filled
+
+    def remember(self, real):
+        """Mark which of the next T slots hold real tokens; return (B, S) validity up to them."""
+        T = real.size(1)
+        assert self.length + T <= self.valid.size(1), "KV cache is full"
+        self.valid[:, self.length:self.length + T] = real
+        return self.valid[:, :self.length + T]
+
+    def store(self, layer: int, k, v):
+        """Write this step's k, v (B, nh, T, hs) of one layer; return all of them (B, nh, S, hs)."""
+        end = self.length + k.size(2)
+        self.k[layer, :, :, self.length:end] = k
+        self.v[layer, :, :, self.length:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, real):
+        self.length += real.size(1)
+        self.seen += real.sum(dim=1)
