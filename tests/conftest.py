@@ -38,7 +38,7 @@ assistant: i feel {{ pick(lexicon.moods) }}. {{ pick("the water is nice.|i swam 
 
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path_factory, monkeypatch):
-    """Each test its own cache of prepared data (guppy/train/prepared.py): none reads what another wrote,
+    """Each test its own cache of what is derived from datasets (guppy/store/dataset_cache.py): none reads what another wrote,
     and nothing lands in the user's ~/.cache."""
     monkeypatch.setenv("GUPPY_CACHE", str(tmp_path_factory.mktemp("cache")))
 

@@ -322,3 +322,23 @@ def test_the_classifier_fitted_in_a_second_process_reads_replies_as_the_one_fitt
     assert here["on_topic"]["model"] > 0.5  # the classifier read replies (not vacuous)
     with pytest.raises(AssertionError, match="fitted in this process"):
         measure(model, tokenizer, spec, data, samples=2, seed=0, classifier_elsewhere=False)
+
+
+def test_a_second_eval_takes_what_it_reads_from_the_dataset_out_of_the_cache(world, monkeypatch):
+    """guppy eval reduces a dataset to its prompts and replies once (guppy/eval/commands.py: eval_data_of); a
+    second eval of the same data reads none of it and writes the same report, byte for byte."""
+    import guppy.eval.commands as commands
+    from guppy.store.dataset_cache import cache_root
+
+    evaluate(persona="kitty", samples=2, seeds=[3])
+    first = (world / "runs/kitty/eval/report.json").read_bytes()
+    assert len(list((cache_root() / "eval").iterdir())) == 1
+
+    def not_read(*args, **kwargs):
+        raise AssertionError("the dataset was read again")
+
+    monkeypatch.setattr(commands, "load_conversations", not_read)
+    evaluate(persona="kitty", samples=2, seeds=[3])
+    assert (world / "runs/kitty/eval/report.json").read_bytes() == first
+    with pytest.raises(AssertionError, match="read again"):  # another dataset is read (not vacuous)
+        evaluate(persona="mini", samples=2)

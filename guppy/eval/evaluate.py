@@ -66,6 +66,14 @@ class EvalData:
             self._sentences = training_sentences(self.train_replies)
         return self._sentences
 
+    def to_json(self) -> dict:
+        return {"test_by_topic": self.test_by_topic, "train_replies": sorted(self.train_replies),
+                "train_by_topic": self.train_by_topic, "has_topics": self.has_topics, "multi_turn": self.multi_turn}
+
+    @classmethod
+    def from_json(cls, saved: dict) -> EvalData:
+        return cls(**{**saved, "train_replies": set(saved["train_replies"])})
+
 
 def eval_data_from(dd, *, max_per_topic: int = 400) -> EvalData:
     """Reduce a DatasetDict (with a ClassLabel `topic`, or none) to what the evaluator uses."""
