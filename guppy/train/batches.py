@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import numpy as np
 import torch
 
 from guppy.config import TrainConfig
@@ -59,16 +60,23 @@ class Batches:
         return self.x[rows].view(shape), self.y[rows].view(shape), sum(self.learned[b * B:(b + 1) * B])
 
     def rows_of(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        """Epoch `epoch`'s rows (x, y) in training order, on the CPU (pinned for the GPU), and the learned
-        tokens of each row."""
+        """Epoch `epoch`'s rows (x, y) in training order, on the CPU (pinned for a GPU), and the learned tokens
+        of each row. numpy only: it runs in the packing thread, where a torch op would start a second OpenMP
+        team beside the training's, and on 2 cores the two spin against each other (the suite's micro trainings,
+        many short epochs, ran 2x slower)."""
         if self.cfg.packing == "whole":
-            order = torch.from_numpy(epoch_order(len(self.rows[0]), seed=self.cfg.seed, epoch=epoch))
-            x, y = (t[order] for t in self.rows)
+            order = epoch_order(len(self.rows[0]), seed=self.cfg.seed, epoch=epoch)
+            x, y = (t.numpy()[order] for t in self.rows)
         else:
-            x, y = pack(self.data, context=self.context, order=epoch_order(len(self.data), seed=self.cfg.seed, epoch=epoch))
-        if self.procs.device_type == "cuda":
-            x, y = x.pin_memory(), y.pin_memory()  # so the copy to the GPU does not wait for the CPU
-        return x, y, (y != -1).sum(dim=1).tolist()
+            x, y = (t.numpy() for t in pack(self.data, context=self.context,
+                                             order=epoch_order(len(self.data), seed=self.cfg.seed, epoch=epoch)))
+        learned = (y != -1).sum(axis=1).tolist()
+        if self.procs.device_type == "cuda":  # pinned, so that the copy to the GPU does not wait for the CPU
+            pinned = [torch.empty(a.shape, dtype=torch.long, pin_memory=True) for a in (x, y)]
+            for p, a in zip(pinned, (x, y)):
+                np.copyto(p.numpy(), a)
+            return *pinned, learned
+        return torch.from_numpy(x), torch.from_numpy(y), learned
 
 
 def data_hash(*splits: Tokenized) -> str:
