@@ -1,15 +1,13 @@
-"""The charts of `guppy inspect` (matplotlib, files only)."""
+"""The charts of `guppy inspect` (files only: guppy/store/charts.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")  # files only, no window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+from guppy.store.charts import colormap, new_figure, save_png
 
 MASKED = "#bdbdbd"  # the colour of a -inf cell
 
@@ -37,7 +35,7 @@ def attention_grid(t, path: Path, *, title: str) -> None:
     L, H = len(t.steps), t.steps[0]["probs"].size(0)
     T = len(t.labels)
     size = max(2.2, min(4.0, T * 0.09))
-    fig, axes = plt.subplots(L, H, figsize=(size * H + 1.2, size * L + 0.8), squeeze=False)
+    fig, axes = new_figure(size * H + 1.2, size * L + 0.8, L, H, squeeze=False)
     label_size = max(3.0, min(6.0, 260 / T))
     for li in range(L):
         for hi in range(H):
@@ -47,9 +45,7 @@ def attention_grid(t, path: Path, *, title: str) -> None:
             _ticks(ax, t.labels, x=li == L - 1, y=hi == 0, size=label_size)
             ax.set_title(f"layer {li}, head {hi}", fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def four_steps(t, layer: int, head: int, head_size: int, path: Path) -> None:
@@ -61,10 +57,10 @@ def four_steps(t, layer: int, head: int, head_size: int, path: Path) -> None:
     lim = {"scores": float(np.abs(s["scores"]).max()) or 1.0}
     lim["scaled"] = lim["masked"] = float(np.abs(s["scaled"]).max()) or 1.0
     size = max(3.2, min(6.0, T * 0.16))
-    fig, axes = plt.subplots(1, 4, figsize=(4 * size + 1.5, size + 1.2))
+    fig, axes = new_figure(4 * size + 1.5, size + 1.2, 1, 4)
     titles = {"scores": "1. raw scores q·kᵀ", "scaled": f"2. scaled by 1/√d = 1/√{head_size}",
               "masked": "3. causal mask: the future is −∞", "probs": "4. softmax: each row sums to 1"}
-    cmap = plt.get_cmap("coolwarm").with_extremes(bad=MASKED)
+    cmap = colormap("coolwarm").with_extremes(bad=MASKED)
     label_size = max(3.0, min(7.0, 300 / T))
     for ax, key in zip(axes, ("scores", "scaled", "masked", "probs")):
         values = s[key]
@@ -84,16 +80,14 @@ def four_steps(t, layer: int, head: int, head_size: int, path: Path) -> None:
                    fontsize=7, framealpha=0.9)
     fig.suptitle(f"layer {layer}, head {head}: the reference attention path, step by step "
                  "(rows: the token looking; columns: the token looked at)", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 
 def persona_word(t, weights: np.ndarray, word: str, path: Path) -> None:
     """weights (layers, heads, n_prompt): each head's attention over the prompt while writing `word`."""
     L, H, P = weights.shape
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.32 * P + 2), max(3.0, 0.26 * L * H + 1.5)))
+    fig, ax = new_figure(max(5.0, 0.32 * P + 2), max(3.0, 0.26 * L * H + 1.5))
     image = ax.imshow(weights.reshape(L * H, P), cmap="viridis", vmin=0, aspect="auto", interpolation="nearest")
     ax.set_xticks(range(P), t.labels[:P], rotation=90, fontsize=7)
     ax.set_yticks(range(L * H), [f"{li}.{hi}" for li in range(L) for hi in range(H)], fontsize=7)
@@ -106,7 +100,5 @@ def persona_word(t, weights: np.ndarray, word: str, path: Path) -> None:
     ax.set_ylabel("layer.head")
     ax.set_title(f"where each head looks in the prompt while writing '{word}'", fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 

@@ -33,6 +33,7 @@ from typing import Callable
 
 from guppy.spec.language import is_spaced
 from guppy.store.atomic import atomic_dir
+from guppy.store.charts import new_figure, save_png
 from guppy.store.paths import RunPaths
 
 WHO = ("model", "floor", "ceiling")  # each figure is given for the model, an untrained one and the data
@@ -133,15 +134,6 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def new_figure(width: float, height: float):
-    """(figure, axes) of a matplotlib Figure of its own, not pyplot's: files only, no global state to close,
-    and imported only when a chart is drawn (pyplot at import time was a second of `guppy eval`)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height))
-    return fig, fig.subplots()
-
-
 def bar_chart(report: dict, path: Path) -> None:
     names = list(report["associations"])
     fig, ax = new_figure(1.6 + 1.5 * len(names), 3.6)
@@ -153,8 +145,7 @@ def bar_chart(report: dict, path: Path) -> None:
     ax.set_ylabel("share of replies that show it")
     ax.set_title(f"{report['persona']}: association hit rate (persona score {report['persona_score']:.2f})")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8, frameon=False)  # off the bars
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=110)  # into write_report's atomic folder
+    save_png(fig, path)  # into write_report's atomic folder
 
 
 def write_report(paths: RunPaths, report: dict) -> None:
@@ -296,8 +287,7 @@ def turns_chart(report: dict, path: Path) -> None:
     ax.set_ylabel("share of replies")
     ax.set_title(f"{report['persona']}: over a chat")
     ax.legend(fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=110)
+    save_png(fig, path)
 
 
 def write_matrix(out: Path, result: dict) -> None:
@@ -322,5 +312,4 @@ def heatmap(result: dict, path: Path) -> None:
             ax.text(j, i, f"{v:.2f}" + ("\n(noise)" if noisy else ""), ha="center", va="center",
                     color="white" if v > 0.5 else "black")
     ax.set_title("persona score (diagonal marked where within noise)")
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=110)
+    save_png(fig, path)

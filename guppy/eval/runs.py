@@ -19,7 +19,8 @@ from rich.table import Table
 
 from guppy.errors import GuppyError
 from guppy.checks import SEED_MAX, check_number, check_prompt
-from guppy.store.atomic import CHART_METADATA, atomic_file, check_output
+from guppy.store.atomic import atomic_file, check_output
+from guppy.store.charts import colormap, new_figure, save_png
 from guppy.store.paths import RUNS_DIR, RUNS_PLOT, RunPaths
 
 
@@ -211,17 +212,13 @@ def runs_table(summaries: list[RunSummary]) -> Table:
 
 def plot_runs(summaries: list[RunSummary], out: Path | None = None) -> Path:
     """The loss curves of every run on one log-y chart, saved atomically as a PNG at `out` (runs/compare-runs.png)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no window
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import ScalarFormatter
 
     out = Path(out) if out is not None else RUNS_PLOT
     if out.is_dir():
         raise GuppyError(f"{out}: is a folder; pass --out with a file name such as {out / 'compare-runs.png'}")
-    fig, ax = plt.subplots(figsize=(7.2, 4.2))
-    colours = plt.get_cmap("tab10")
+    fig, ax = new_figure(7.2, 4.2)
+    colours = colormap("tab10")
     for i, s in enumerate(summaries):
         colour = colours(i % 10)
         if s.train:
@@ -237,10 +234,8 @@ def plot_runs(summaries: list[RunSummary], out: Path | None = None) -> Path:
     ax.set_title("held-out loss (solid) and training loss (faint)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
     with atomic_file(out, kind="chart") as tmp:
-        fig.savefig(tmp, format="png", dpi=110, metadata=CHART_METADATA)
-    plt.close(fig)
+        save_png(fig, tmp)
     return out
 
 

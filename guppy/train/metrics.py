@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from guppy.store.atomic import atomic_file
+from guppy.store.charts import new_figure, save_png
 
 
 class Metrics:
@@ -37,13 +38,9 @@ class Metrics:
 
 
 def plot_losses(records: list[dict], path: Path, title: str) -> None:
-    # A Figure of its own, not pyplot's: no window, no global state, and ~0.3 s less to import.
-    from matplotlib.figure import Figure
-
     train = [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]
     test = [(r["step"], r["test_loss"]) for r in records if r["kind"] == "eval"]
-    fig = Figure(figsize=(6.4, 3.8))
-    ax = fig.subplots()
+    fig, ax = new_figure(6.4, 3.8)
     if train:
         ax.plot(*zip(*train), label="train", color="#2b7bba", linewidth=1)
     if test:
@@ -54,9 +51,8 @@ def plot_losses(records: list[dict], path: Path, title: str) -> None:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
     with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        save_png(fig, tmp)
 
 
 def progress_bar(enabled: bool, total: int):
