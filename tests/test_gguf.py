@@ -129,6 +129,20 @@ def test_the_node_script_refuses_it_too_instead_of_aborting(relu_f16):
     assert done.returncode == 2 and "context holds 64" in json.loads(done.stdout)["error"]
 
 
+@llama
+def test_a_request_larger_than_a_pipe_holds_is_read_whole(relu_f16, mini_relu_run):
+    """A few thousand chats to tokenize make a request of megabytes; node's readFileSync(0) failed there with
+    EAGAIN (check.mjs reads stdin as a stream now)."""
+    from guppy.model.checkpoint import load_model
+
+    folder, _ = relu_f16
+    model, tokenizer, _ = load_model(mini_relu_run)
+    texts = [f"user says {i} and the fish answers {i * 7} times" for i in range(30_000)]
+    out = gguf_check.llama_run(folder / "mini.gguf", model.config, texts=texts, prompts=[], stop_id=2)
+    assert len(json.dumps(texts)) > 1_000_000 and len(out["tokenized"]) == len(texts)
+    assert out["tokenized"][-1] == tokenizer.encode(texts[-1])  # read to its end, every text whole
+
+
 def test_without_the_runtime_the_file_is_written_and_says_how_to_verify(mini_relu_run, tmp_path, monkeypatch):
     monkeypatch.setattr(gguf_check, "runtime_missing", lambda: "node is not installed")
     monkeypatch.setattr(export_gguf, "F16_MAX", 100.0)  # this model's values then do not fit in f16

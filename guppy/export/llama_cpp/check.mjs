@@ -4,12 +4,17 @@
 // stdout: {"tokenized": [[id] per text], "replies": [{"tokens": [id], "logits": base64 float32 (steps x vocab)}]}
 // Greedy decoding by hand, one token at a time, so that every step's raw logits come back.
 // llama.cpp aborts the process on a token at position >= context: such a request is refused here.
-import {readFileSync} from "node:fs";
 import {getLlama, LlamaLogLevel} from "node-llama-cpp";
+
+async function readAll(stream) {  // a stream read to its end (readFileSync(0) can fail with EAGAIN on a big pipe)
+    const chunks = [];
+    for await (const chunk of stream) chunks.push(chunk);
+    return Buffer.concat(chunks).toString("utf8");
+}
 
 // `node check.mjs --probe`: does llama.cpp start here (node's version, the platform's binaries)?
 const probe = process.argv.includes("--probe");
-const request = probe ? {prompts: []} : JSON.parse(readFileSync(0, "utf8"));
+const request = probe ? {prompts: []} : JSON.parse(await readAll(process.stdin));
 const refuse = (why) => { process.stdout.write(JSON.stringify({error: why})); process.exit(2); };
 
 for (const [i, prompt] of request.prompts.entries()) {
