@@ -17,9 +17,8 @@ from rich.table import Table
 
 from guppy.config import CHAT, EVAL_SAMPLES, GENERATE
 from guppy.errors import GuppyError
-from pipeline.cli_shared import (DeviceOpt, OverwriteOpt, PersonaArg, RunOpt, SeedOpt, console, err_console, given, new_app,
-                                 print_generate_report, train_options)
-from pipeline import cli_shared
+from pipeline.cli_shared import (DeviceOpt, OverwriteOpt, PersonaArg, RunOpt, SeedOpt, console, err_console, exit_now,
+                                 given, may_exit_now, new_app, print_generate_report, train_options)
 from pipeline.persona_cli import persona_app
 
 
@@ -389,9 +388,9 @@ def main() -> None:
     try:
         app()  # typer ends with sys.exit, whatever happened
     except SystemExit as done:
-        if not cli_shared.may_exit_now():
+        if not may_exit_now():
             raise
-        cli_shared.exit_now(done.code)  # skips CUDA's teardown at exit: ~1 s on a GPU machine
+        exit_now(done.code)  # skips CUDA's teardown at exit: ~1 s on a GPU machine
 
 
 if __name__ == "__main__":

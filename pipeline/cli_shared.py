@@ -13,7 +13,7 @@ import atexit
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -160,7 +160,7 @@ def may_exit_now() -> bool:
     return used_cuda() and "cProfile" not in sys.modules
 
 
-def exit_now(code) -> None:
+def exit_now(code) -> NoReturn:
     """Leave as sys.exit(code) would, but without the interpreter's teardown, which after a CUDA context took
     1.1-1.4 s on the H200 machines, against 0.2 s this way (tests/bench/bench_exit.sh). atexit handlers still
     run (multiprocessing's and concurrent.futures' clean-ups among them), and every file guppy writes is

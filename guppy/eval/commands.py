@@ -28,10 +28,11 @@ from guppy.spec.personas import load_persona
 from guppy.eval.report import HEADLINE_FIGURES, headline, report_json, write_matrix, write_report
 
 MAX_SAMPLES = 1000
-PACKAGE = Path(__file__).resolve().parents[1]
-EVAL_CODE = [PACKAGE / "eval" / "evaluate.py", PACKAGE / "data" / "reader.py"]  # eval_data_from, load_conversations
-EVAL_FILE = "eval_data.json"
 MAX_SEEDS = 20
+# What eval_data_of caches is made by eval_data_from, load_conversations and dataset_persona: their code is in its key.
+PACKAGE = Path(__file__).resolve().parents[1]
+EVAL_CODE = [PACKAGE / "eval" / "evaluate.py", PACKAGE / "data" / "reader.py", Path(__file__).resolve()]
+EVAL_FILE = "eval_data.json"
 
 
 def dataset_persona(dd) -> str | None:
