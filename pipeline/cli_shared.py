@@ -170,9 +170,15 @@ def exit_now(code) -> NoReturn:
     elif not isinstance(code, int):  # sys.exit("message"): printed, exit code 1
         print(code, file=sys.stderr)
         code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
+    _flush()
     atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    _flush()
     os._exit(code)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away (`guppy eval | head`), or a closed stream
+            pass
