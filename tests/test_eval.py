@@ -332,7 +332,7 @@ def test_a_second_eval_takes_what_it_reads_from_the_dataset_out_of_the_cache(wor
 
     evaluate(persona="kitty", samples=2, seeds=[3])
     first = (world / "runs/kitty/eval/report.json").read_bytes()
-    assert len(list((cache_root() / "eval").iterdir())) == 1
+    assert len(list((cache_root() / "eval-data").iterdir())) == 1
 
     def not_read(*args, **kwargs):
         raise AssertionError("the dataset was read again")

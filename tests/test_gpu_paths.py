@@ -10,7 +10,7 @@ import torch
 
 import guppy.train.trainer as trainer_module
 from guppy.train.optim import Muon
-from guppy.train.prepared import cache_root
+from guppy.store.dataset_cache import cache_root
 from guppy.train.trainer import train
 from guppy.data.reader import Tokenized, epoch_order, pack
 from guppy.train.batches import Batches

@@ -33,6 +33,7 @@ MAX_SEEDS = 20
 PACKAGE = Path(__file__).resolve().parents[1]
 EVAL_CODE = [PACKAGE / "eval" / "evaluate.py", PACKAGE / "data" / "reader.py", Path(__file__).resolve()]
 EVAL_FILE = "eval_data.json"
+EVAL_KIND = "eval-data"  # the cache's folder and marker; "eval" is a run's report folder
 
 
 def dataset_persona(dd) -> str | None:
@@ -47,7 +48,7 @@ def eval_data_of(folder: Path) -> tuple[EvalData, str | None]:
     (`import datasets` included), from the cache 0.1 s."""
     key = dataset_key(folder, ["eval"], EVAL_CODE)
     try:
-        saved = json.loads((entry("eval", key) / EVAL_FILE).read_text()) if key else None
+        saved = json.loads((entry(EVAL_KIND, key) / EVAL_FILE).read_text()) if key else None
         if saved is not None:
             return EvalData.from_json(saved["data"]), saved["persona"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -55,7 +56,7 @@ def eval_data_of(folder: Path) -> tuple[EvalData, str | None]:
     dd = load_conversations(folder)
     data, persona = eval_data_from(dd), dataset_persona(dd)
     if key:
-        save_entry("eval", key, lambda tmp: (tmp / EVAL_FILE).write_text(json.dumps(
+        save_entry(EVAL_KIND, key, lambda tmp: (tmp / EVAL_FILE).write_text(json.dumps(
             {"data": data.to_json(), "persona": persona})), keep=4, done=EVAL_FILE)
     return data, persona
 

@@ -14,7 +14,7 @@ import numpy as np
 from guppy.data.reader import Tokenized
 from guppy.errors import GuppyError
 from guppy.model.tokenizer import ChatTokenizer
-from guppy.store.dataset_cache import cache_root, dataset_key, entry, save_entry  # noqa: F401 (cache_root: tests)
+from guppy.store.dataset_cache import dataset_key, entry, save_entry
 
 KEEP = 4  # entries kept, the most recently written (the guppy corpus's is ~22 MB)
 PACKAGE = Path(__file__).resolve().parents[1]
