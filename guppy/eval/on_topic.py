@@ -82,6 +82,7 @@ class ClassifierElsewhere:
         self.fitted = self.pool.submit(_fit_there, train_by_topic, language, seed)
 
     def predict(self, replies: list[str]) -> list[str]:
+        self.fitted.result()  # the fit's own error, if it failed, rather than a predict without a classifier
         return self.pool.submit(_predict_there, replies).result() if replies else []
 
     def close(self) -> None:
