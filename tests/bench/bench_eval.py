@@ -28,12 +28,15 @@ def whole_command(persona: str, repeat: int) -> list[float]:
     return times
 
 
-def stages(persona: str) -> dict[str, float]:
+def stages(persona: str, device: str) -> dict[str, float]:
+    import torch
+
     from guppy.eval import evaluate as ev
     from guppy.eval.commands import load_eval_data
     from guppy.eval.on_topic import fit_classifier
     from guppy.eval.turns import chat_prompts, run_chats
     from guppy.model.checkpoint import load_model
+    from guppy.model.device import pick_device
     from guppy.model.sampler import complete
     from guppy.spec.personas import load_persona
     from guppy.store.paths import RunPaths
@@ -42,13 +45,15 @@ def stages(persona: str) -> dict[str, float]:
 
     def lap(name):
         nonlocal clock
+        if torch.cuda.is_initialized():
+            torch.cuda.synchronize()  # what a stage queued on the GPU is its time, not the next one's
         now = time.perf_counter()
         out[name] = now - clock
         clock = now
 
     spec = load_persona(persona).spec
     paths = RunPaths.for_persona(spec.name)
-    model, tokenizer, _ = load_model(paths.root)
+    model, tokenizer, _ = load_model(paths.root, device=pick_device(device))
     data = load_eval_data(paths, spec.name)
     lap("load model + data")
     model_f = ev.score_model(model, tokenizer, spec, data, samples=4, seed=0)
@@ -69,11 +74,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("persona", nargs="?", default="guppy")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--device", default="auto", help="where the stages run the model (auto: a GPU if there is one)")
     args = parser.parse_args()
     times = whole_command(args.persona, args.repeat)
     print(f"guppy eval {args.persona}: median {statistics.median(times):.1f} s over {len(times)} runs "
           f"({', '.join(f'{t:.1f}' for t in times)})")
-    for name, seconds in stages(args.persona).items():
+    for name, seconds in stages(args.persona, args.device).items():
         print(f"  {name:<48} {seconds:6.1f} s")
 
 
