@@ -156,8 +156,9 @@ def used_cuda() -> bool:
 
 
 def may_exit_now() -> bool:
-    """exit_now pays after CUDA; not under `python -m cProfile`, which writes its file after the script returns."""
-    return used_cuda() and "cProfile" not in sys.modules
+    """exit_now pays after CUDA; not under a profiler (`python -m cProfile`), which writes its file after the
+    script returns. (Asking whether cProfile was imported is not enough: torch._dynamo imports it anyway.)"""
+    return used_cuda() and sys.getprofile() is None
 
 
 def exit_now(code) -> NoReturn:

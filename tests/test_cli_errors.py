@@ -162,3 +162,20 @@ def test_after_cuda_the_command_leaves_at_once_with_its_exit_code_and_all_its_ou
         assert "guppy" in done.stdout  # the table of personas came out whole
     else:
         assert "Traceback" not in done.stderr and ("error" in done.stderr.lower() or "usage" in done.stderr.lower())
+
+
+def test_under_a_profiler_the_command_exits_normally_so_the_profile_is_written(tmp_path):
+    """`python -m cProfile -o FILE` writes FILE after the script returns; leaving at once would lose it. torch._dynamo
+    imports cProfile on its own, so the check is whether a profiler runs, not whether cProfile was imported."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = tmp_path / "fast_exit.py"
+    script.write_text(FAST_EXIT.format(root=str(root), args=["persona", "list"]))
+    prof = tmp_path / "out.prof"
+    done = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(prof), str(script)], capture_output=True,
+                          text=True, cwd=root, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert prof.stat().st_size > 0 and "torn down" in done.stdout
