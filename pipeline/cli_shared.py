@@ -158,7 +158,14 @@ def used_cuda() -> bool:
 def may_exit_now() -> bool:
     """exit_now pays after CUDA; not under a profiler (`python -m cProfile`), which writes its file after the
     script returns. (Asking whether cProfile was imported is not enough: torch._dynamo imports it anyway.)"""
-    return used_cuda() and sys.getprofile() is None
+    return used_cuda() and not profiled()
+
+
+def profiled() -> bool:
+    """Is a profiler running? Python 3.12's cProfile watches through sys.monitoring, not sys.setprofile."""
+    monitoring = getattr(sys, "monitoring", None)  # Python >= 3.12
+    return sys.getprofile() is not None or (monitoring is not None and
+                                            monitoring.get_tool(monitoring.PROFILER_ID) is not None)
 
 
 def exit_now(code) -> NoReturn:
