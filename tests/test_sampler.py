@@ -101,12 +101,13 @@ def test_generation_ends_once_every_row_has_stopped():
 def test_sampling_follows_the_distribution_and_never_picks_what_top_k_removed():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(20_000, 1)
     g = torch.Generator().manual_seed(0)
-    picks = sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=g)
+    picks = sample_next(logits, temperature=1.0, top_k=None, top_p=None, uniform=torch.rand(20_000, 1, generator=g))
     freq = torch.bincount(picks, minlength=4) / len(picks)
     torch.testing.assert_close(freq, torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.015, rtol=0)
-    picks = sample_next(logits, temperature=1.0, top_k=2, top_p=None, generator=g)
+    picks = sample_next(logits, temperature=1.0, top_k=2, top_p=None, uniform=torch.rand(20_000, 1, generator=g))
     assert set(picks.tolist()) == {0, 1}
-    picks = sample_next(logits, temperature=1.0, top_k=None, top_p=0.7, generator=g)  # 0.5 + 0.3 reach 0.7
+    picks = sample_next(logits, temperature=1.0, top_k=None, top_p=0.7,  # 0.5 + 0.3 reach 0.7
+                        uniform=torch.rand(20_000, 1, generator=g))
     assert set(picks.tolist()) == {0, 1}
 
 
@@ -123,6 +124,7 @@ def test_nucleus_keeps_what_sorting_the_whole_row_keeps_for_peaked_and_flat_rows
         keep = (ordered.cumsum(-1) - ordered) < top_p
         expected = torch.zeros_like(keep).scatter(-1, order, keep)
         assert torch.equal(nucleus(logits, top_p) > float("-inf"), expected)
+        assert torch.equal(nucleus(logits, top_p, sort_all=True) > float("-inf"), expected)  # a GPU's way
     assert (nucleus(peaked, 0.9) > float("-inf")).sum(-1).max() < 64 < (nucleus(flat, 0.9) > float("-inf")).sum(-1).min()
 
 
@@ -161,3 +163,36 @@ def test_complete_reply_is_the_text_before_end_of_turn(chat_setup):
     model.train()
     assert complete(model, tok, ["hi"], temperature=0.0, max_new_tokens=10) == [tok.decode(ids).strip()]
     assert model.training  # sampled in eval mode, then left as it was
+
+
+def test_sampled_replies_do_not_depend_on_which_rows_share_a_batch(chat_setup):
+    """Each reply's random numbers are drawn up front by its place among the prompts, so a GPU's larger batches
+    say what a CPU's say: the same seed, the same replies in batches of 1, 3 and all."""
+    model, tok = chat_setup
+    prompts = ["what do you love?", "food", "is the water warm?", "hello there", "love", "what?", "the water"]
+    replies = [complete(model, tok, prompts, seed=3, temperature=1.0, top_p=0.95, max_new_tokens=10, batch_size=b)
+               for b in (1, 3, None)]
+    assert replies[0] == replies[1] == replies[2]
+    assert len(set(replies[0])) > 2  # sampled, not one reply for all
+
+
+def test_a_lagged_end_check_changes_no_token_and_ends_at_most_its_lag_later(monkeypatch):
+    """On a GPU, generate() learns that every row stopped LAG steps late, to never wait for the GPU within a step
+    (sampler.AllDone). The same lag on the CPU: the same tokens, then only stop tokens, at most LAG more steps."""
+    import guppy.model.sampler as sampler
+
+    model = tiny_model()
+
+    def run(stop):
+        return torch.stack(list(generate(model, PROMPTS, max_new_tokens=40, temperature=1.0, stop_id=stop,
+                                         generator=torch.Generator().manual_seed(0))), dim=1).tolist()
+    sampled = run(NO_STOP)
+    # the stop: the token every row says soonest, so that generation ends well before max_new_tokens
+    stop = min(set(sampled[0]), key=lambda t: max(row.index(t) if t in row else 99 for row in sampled))
+    now = run(stop)
+    assert len(now[0]) < 40 - sampler.AllDone.LAG
+    monkeypatch.setattr(sampler, "done_lag", lambda device: sampler.AllDone.LAG)
+    later = run(stop)
+    assert [row[:len(now[0])] for row in later] == now
+    assert len(later[0]) == len(now[0]) + sampler.AllDone.LAG
+    assert all(t == stop for row in later for t in row[len(now[0]):])

@@ -7,6 +7,13 @@ Prompts of different lengths share a batch by left-padding: every row's last pro
 in the same column, so one step appends one column. The model is told where the padding is
 (`pad_mask`): nothing attends to it and it does not count as a position, so a prompt gets the
 same logits in any batch as alone (tests/test_sampler.py checks it for greedy decoding).
+
+The random numbers that pick the tokens are drawn up front, one per reply and token, in the order of the
+prompts as given: a reply depends on its prompt, the seed and its place, never on which rows share its batch,
+so a GPU may sample in larger batches than a CPU and still say the same things.
+
+On a GPU the loop never waits for the GPU inside a step: a step's Python issues its kernels while the GPU runs
+the steps before. Where one row's tokens are all that is asked (`guppy chat`), the wait is the caller's.
 """
 
 from __future__ import annotations
@@ -16,8 +23,9 @@ from typing import Iterator
 import torch
 
 
-def sample_next(logits, *, temperature: float, top_k: int | None, top_p: float | None, generator=None):
-    """logits (B, vocab) -> (B,) next tokens. temperature 0 is argmax (greedy)."""
+def sample_next(logits, *, temperature: float, top_k: int | None, top_p: float | None, uniform=None):
+    """logits (B, vocab) -> (B,) next tokens. temperature 0 is argmax (greedy); otherwise uniform (B, 1), numbers
+    in [0, 1) on the logits' device, picks each row's token."""
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits / temperature
@@ -28,25 +36,26 @@ def sample_next(logits, *, temperature: float, top_k: int | None, top_p: float |
         logits = nucleus(logits, top_p)
     # Inverse-CDF sampling: one uniform number per row picks where it falls in the cumulative
     # probabilities. Same distribution as torch.multinomial, which takes 25 ms a step at
-    # 256 x 4096 on a 2-core CPU (this takes ~1 ms). The uniform numbers are drawn on the CPU (the
-    # generator is a CPU one) whatever the model's device: a seed gives the same draws on a GPU as
-    # on a laptop, so the same replies, up to the devices' rounding of the logits.
+    # 256 x 4096 on a 2-core CPU (this takes ~1 ms).
     cdf = logits.softmax(dim=-1).cumsum(dim=-1)  # (B, vocab)
-    u = torch.rand(cdf.size(0), 1, generator=generator).to(cdf.device) * cdf[:, -1:]  # (B, 1)
-    return torch.searchsorted(cdf, u, right=True).squeeze(1)
+    return torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True).squeeze(1)
 
 
 NUCLEUS_FIRST_LOOK = 64  # tokens nucleus() sorts first; a trained model's nucleus is nearly always inside
 
 
-def nucleus(logits, top_p: float):
+def nucleus(logits, top_p: float, *, sort_all: bool | None = None):
     """Keep the fewest most likely tokens whose probability adds up to top_p (top-p sampling); the rest -inf.
 
     Sorting the whole vocabulary for every token sampled was a fifth of `guppy eval` on a CPU. A trained
     model puts top_p of its mass on a few tokens, so the 64 most likely are sorted first (topk), and the
     whole row only where they do not reach top_p (an untrained model is nearly uniform). Either way the
-    same tokens are kept: those more likely than the first whose preceding mass reaches top_p."""
+    same tokens are kept: those more likely than the first whose preceding mass reaches top_p. On a GPU every
+    row is sorted whole (sort_all, by default where the logits are not on the CPU): the sort is cheap there, and
+    finding the rows that need it would wait for the GPU."""
     probs = logits.softmax(dim=-1)
+    if logits.device.type != "cpu" if sort_all is None else sort_all:
+        return logits.masked_fill(logits < least_kept(*probs.sort(dim=-1, descending=True), logits, top_p), float("-inf"))
     top, order = probs.topk(min(NUCLEUS_FIRST_LOOK, probs.size(-1)), dim=-1)  # (B, k), most likely first
     least = least_kept(top, order, logits, top_p)
     wide = (top.sum(dim=-1) < top_p).nonzero().squeeze(1)  # rows whose nucleus holds more than k tokens
@@ -67,9 +76,14 @@ def least_kept(top, order, logits, top_p: float):
 @torch.inference_mode()
 def generate(model, prompts: list[list[int]], *, max_new_tokens: int = 48, temperature: float = 0.8,
              top_k: int | None = None, top_p: float | None = None, stop_id: int,
-             generator: torch.Generator | None = None, use_cache: bool = True) -> Iterator[torch.Tensor]:
+             generator: torch.Generator | None = None, uniforms: torch.Tensor | None = None,
+             use_cache: bool = True) -> Iterator[torch.Tensor]:
     """Yield a (B,) LongTensor of new tokens per step until every row has produced `stop_id`
-    or `max_new_tokens` steps. A finished row yields `stop_id` from then on.
+    or `max_new_tokens` steps. A finished row yields `stop_id` from then on; on a GPU, which is not waited
+    for, up to done_lag(device) more steps of them may come before the end is seen.
+
+    uniforms (B, max_new_tokens): the numbers that pick each row's tokens (see sample_next); by default drawn
+    here from `generator` (a CPU one: the same seed draws the same numbers for a model on any device).
 
     A prompt is cut from the left only where it leaves the reply less than
     min(max_new_tokens, context / 2) tokens of room (never to make room for a long max_new_tokens
@@ -86,16 +100,21 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int = 48, tempe
         pad_mask = torch.tensor([[False] * (width - len(p)) + [True] * len(p) for p in prompts], device=device)
     cache = model.new_kv_cache(len(prompts), width + steps) if use_cache else None
     done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    if temperature and uniforms is None:
+        uniforms = torch.rand(len(prompts), max_new_tokens, generator=generator)
+    if temperature:
+        uniforms = uniforms.to(device)  # one copy, not one a step
+    all_done = AllDone(done_lag(device))
 
     x, x_mask = idx, pad_mask  # the first step reads the whole prompt, later ones one token
-    for _ in range(steps):
+    for step in range(steps):
         logits, _ = model(x, kv_cache=cache, pad_mask=x_mask, last_only=True)  # (B, 1, vocab)
         token = sample_next(logits[:, -1, :], temperature=temperature, top_k=top_k, top_p=top_p,
-                            generator=generator)
+                            uniform=uniforms[:, step:step + 1] if temperature else None)
         token = token.masked_fill(done, stop_id)  # (B,)
         yield token
         done |= token == stop_id
-        if done.all():
+        if all_done(done):
             return
         if use_cache:
             x, x_mask = token[:, None], None
@@ -106,14 +125,52 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int = 48, tempe
             x, x_mask = idx, pad_mask
 
 
+def done_lag(device: torch.device) -> int:
+    """Steps generate() may run past the one where every row stopped: 0 on a CPU, LAG on a GPU (see AllDone)."""
+    return AllDone.LAG if device.type == "cuda" else 0
+
+
+class AllDone:
+    """all_done(done): has every row stopped? With lag 0 (a CPU), asked of this step. With lag n (a GPU), the
+    answer for the step n back, copied to the CPU without a wait: asking of this step would make the CPU wait
+    for the GPU each step, and then the GPU wait for the CPU's next kernels (a decode step at the guppy shape is
+    launch-bound). On a CPU a lag only delays the answer, as tests/test_sampler.py uses it."""
+
+    LAG = 2
+
+    def __init__(self, lag: int):
+        self.lag, self.flags = lag, []
+
+    def __call__(self, done: torch.Tensor) -> bool:
+        if not self.lag:
+            return bool(done.all())
+        flag, event = done.all(), None
+        if done.is_cuda:
+            flag = torch.empty((), dtype=torch.bool, pin_memory=True).copy_(flag, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        self.flags.append((flag, event))
+        if len(self.flags) <= self.lag:
+            return False
+        flag, event = self.flags.pop(0)
+        if event is not None:
+            event.synchronize()  # that step's flag has arrived; the GPU has the steps since to run meanwhile
+        return bool(flag)
+
+
 def complete(model, tokenizer, chats: list[list[dict]] | list[str], *, max_new_tokens: int = 48,
              temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None,
-             seed: int | None = 0, batch_size: int = 256, use_cache: bool = True) -> list[str]:
+             seed: int | None = 0, batch_size: int | None = None, use_cache: bool = True) -> list[str]:
     """The reply to each chat (a str is one user message), decoded up to the end of its turn.
-    The same seed and inputs give the same replies; seed None draws from torch's global RNG."""
+    The same seed and inputs give the same replies, in batches of any size; seed None draws from torch's
+    global RNG. batch_size: rows sampled together, by default 256 on a CPU and 2048 on a GPU, where a decode
+    step costs about as much for many rows as for a few."""
     chats = [[{"role": "user", "content": c}] if isinstance(c, str) else c for c in chats]
     prompts = [tokenizer.encode_prompt(chat) for chat in chats]
-    generator = None if seed is None else torch.Generator().manual_seed(seed)  # on the CPU: see sample_next
+    generator = None if seed is None else torch.Generator().manual_seed(seed)  # on the CPU: see generate
+    uniforms = torch.rand(len(prompts), max_new_tokens, generator=generator)  # per reply and token, as given
+    if batch_size is None:
+        batch_size = 256 if model.lm_head.weight.device.type == "cpu" else 2048
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths together: less padding
     replies = [""] * len(prompts)
     was_training = model.training
@@ -123,7 +180,7 @@ def complete(model, tokenizer, chats: list[list[dict]] | list[str], *, max_new_t
             rows = order[start:start + batch_size]
             steps = list(generate(model, [prompts[i] for i in rows], max_new_tokens=max_new_tokens,
                                   temperature=temperature, top_k=top_k, top_p=top_p,
-                                  stop_id=tokenizer.im_end_id, generator=generator, use_cache=use_cache))
+                                  stop_id=tokenizer.im_end_id, uniforms=uniforms[rows], use_cache=use_cache))
             tokens = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in rows]  # (B, steps)
             for i, ids in zip(rows, tokens):
                 if tokenizer.im_end_id in ids:
