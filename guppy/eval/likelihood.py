@@ -49,12 +49,18 @@ def tokens_starting_with(tokenizer, words: tuple[str, ...]) -> list[list[int]]:
     return [[i for i, t in enumerate(texts) if t.startswith(w) and tokenizer.encode(w) != [i]] for w in words]
 
 
+def rows_at_once(model, on_a_cpu: int) -> int:
+    """Rows per forward: `on_a_cpu` on a CPU, 16x as many on a GPU, where a forward of a few rows is launch-bound
+    and each batch waits for its result (guppy's lift: 180 forwards of 32 rows)."""
+    return on_a_cpu if model.lm_head.weight.device.type == "cpu" else 16 * on_a_cpu
+
+
 @torch.no_grad()
-def log_probs(model, rows: list[list[int]], pad: int, batch_size: int = 32) -> list[torch.Tensor]:
+def log_probs(model, rows: list[list[int]], pad: int, batch_size: int | None = None) -> list[torch.Tensor]:
     """Per row, (len(row), vocab) log-probabilities of the next token after each position, on the CPU.
     Rows go through the model together, right-padded (causal attention never looks at the padding after):
     one forward for many rows, where one per row kept a GPU waiting on Python."""
-    device, out = model.lm_head.weight.device, []
+    device, out, batch_size = model.lm_head.weight.device, [], batch_size or rows_at_once(model, 32)
     for b in range(0, len(rows), batch_size):
         chunk = rows[b:b + batch_size]
         lp = torch.log_softmax(model(right_padded(chunk, pad).to(device))[0].float(), dim=-1).cpu()
@@ -63,11 +69,11 @@ def log_probs(model, rows: list[list[int]], pad: int, batch_size: int = 32) -> l
 
 
 @torch.no_grad()
-def next_token_log_probs(model, rows: list[list[int]], pad: int, batch_size: int = 32) -> list[torch.Tensor]:
+def next_token_log_probs(model, rows: list[list[int]], pad: int, batch_size: int | None = None) -> list[torch.Tensor]:
     """Per row, (len(row) - 1,) log-probabilities of the row's own next tokens: [t] is that of row[t + 1]
     after row[:t + 1]. What a word of several tokens needs, picked where the model runs, so that only these
     come back: log_probs' whole rows for guppy's lift were 5,800 x 42 x 3,336 floats (3 GB)."""
-    device, out = model.lm_head.weight.device, []
+    device, out, batch_size = model.lm_head.weight.device, [], batch_size or rows_at_once(model, 32)
     for b in range(0, len(rows), batch_size):
         chunk = rows[b:b + batch_size]
         x = right_padded(chunk, pad).to(device)
@@ -148,9 +154,9 @@ def lift(model, tokenizer, spec, prompts_by_assoc: dict[str, list[str]], data, m
 
 
 @torch.no_grad()
-def bits_per_byte(model, tokenizer, conversations: list[list[dict]], batch_size: int = 128) -> float:
+def bits_per_byte(model, tokenizer, conversations: list[list[dict]], batch_size: int | None = None) -> float:
     """Held-out loss on reply tokens, in bits per UTF-8 byte of the replies (+1 byte for each end mark)."""
-    nats, nbytes = 0.0, 0
+    nats, nbytes, batch_size = 0.0, 0, batch_size or rows_at_once(model, 128)
     encoded = [(tokenizer.encode_chat(c), c) for c in conversations[:MAX_BPB_CONVERSATIONS]]
     encoded = [(ids, mask, c) for (ids, mask), c in encoded if len(ids) <= model.config.context + 1]
     for b in range(0, len(encoded), batch_size):
