@@ -53,20 +53,22 @@ def test_the_evaluator_samples_on_the_gpu_as_on_the_cpu(mini_run):
     assert sum(a == b for a, b in zip(on_cpu, on_gpu)) >= 0.9 * len(prompts)
 
 
-def test_the_evaluator_on_the_gpu_fits_its_topic_classifier_in_a_second_process(mini_run, monkeypatch):
-    """With the model on a GPU, measure() fits the topic classifier in a spawned process while the model samples
-    (guppy/eval/on_topic.py: ClassifierElsewhere): this process's fit_classifier is never called."""
+def test_the_evaluator_on_the_gpu_fits_its_classifier_and_draws_its_charts_in_other_processes(mini_run, monkeypatch,
+                                                                                               tmp_path):
+    """With the model on a GPU, `guppy eval` fits the topic classifier and draws the charts in spawned processes
+    (guppy/elsewhere.py) while the model samples: this process neither fits nor draws, and the report is whole."""
     import guppy.eval.on_topic as on_topic
-    from guppy.data.reader import load_conversations
-    from guppy.eval.evaluate import eval_data_from, measure
-    from guppy.model.checkpoint import load_model
-    from guppy.spec.personas import load_persona
+    import guppy.eval.report as charts  # where write_report's charts find new_figure
+    from guppy.eval.commands import evaluate
+    from tests.trained import copy_of_run
 
     def not_here(*args, **kwargs):
-        raise AssertionError("fitted in this process")
+        raise AssertionError("done in this process")
 
+    run = copy_of_run(mini_run, tmp_path)  # the report is written into the run: a copy of the shared one
     monkeypatch.setattr(on_topic, "fit_classifier", not_here)
-    model, tokenizer, _ = load_model(mini_run, device="cuda")
-    spec = load_persona(mini_run.parents[1] / "personas" / "mini.yaml").spec
-    figures = measure(model, tokenizer, spec, eval_data_from(load_conversations(mini_run / "data")), samples=2, seed=0)
-    assert figures["on_topic"] is not None and figures["on_topic"]["ceiling"] > 0.5
+    monkeypatch.setattr(charts, "new_figure", not_here)
+    report = evaluate(persona=str(mini_run.parents[1] / "personas" / "mini.yaml"), run=run, samples=2,
+                      data=run / "data", device="cuda")
+    assert report["on_topic"] is not None and report["on_topic"]["ceiling"] > 0.5
+    assert (run / "eval" / "associations.png").stat().st_size > 0 and (run / "eval" / "turns.png").stat().st_size > 0

@@ -80,6 +80,21 @@ def test_the_classifier_reads_topics_and_the_table_puts_the_worst_first():
     assert fit_classifier({"only": ["one topic"]}, "en") is None
 
 
+def test_the_classifier_is_fitted_once_per_replies_and_seed_then_read_from_the_cache(monkeypatch):
+    import guppy.eval.on_topic as on_topic
+
+    fits = []
+    monkeypatch.setattr(on_topic, "fit_classifier", lambda *args: fits.append(args) or fit_classifier(*args))
+    first = on_topic.cached_classifier(TRAIN, "en", 0)
+    again = on_topic.cached_classifier(TRAIN, "en", 0)
+    assert len(fits) == 1 and again.topics == first.topics
+    replies = ["i want flakes. food!", "the water is clear.", "bubbles in the water"]
+    assert again.predict(replies) == first.predict(replies)
+    on_topic.cached_classifier(TRAIN, "en", 1)  # another seed shuffles other replies in: another fit
+    on_topic.cached_classifier({**TRAIN, "food": TRAIN["food"][:-1]}, "en", 0)  # other replies: another fit
+    assert len(fits) == 3
+
+
 def test_held_out_prompts_cover_every_topic_with_enough_prompts():
     test = {t: [[{"role": "user", "content": f"{t} {i}"}, {"role": "assistant", "content": "x"}] for i in range(40)]
             for t in ("a", "b", "c")}

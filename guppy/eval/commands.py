@@ -9,6 +9,7 @@ so `guppy eval guppy --run runs/cat` asks the cat's model guppy's held-out quest
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 from guppy.store.atomic import check_output, output_lock
@@ -18,6 +19,7 @@ from guppy.model.device import pick_device
 from guppy.eval.confidence import over_seeds, persona_score_ci
 from guppy.config import EVAL_SAMPLES
 from guppy.data.reader import load_conversations
+from guppy.elsewhere import MATPLOTLIB, SKLEARN, Elsewhere
 from guppy.errors import GuppyError
 from guppy.eval.evaluate import (EvalData, ceiling_replies, eval_data_from, measure, persona_score, reply_figures,
                             score_model, untrained_like)
@@ -114,17 +116,23 @@ def evaluate(*, persona: str, run: Path | None = None, samples: int = EVAL_SAMPL
     check_persona(loaded.spec, loaded.path)
     paths = RunPaths.for_persona(loaded.spec.name, run)
     check_output(paths.eval, "eval")  # before minutes of work: may the old report be replaced?
-    model, tokenizer, _ = load_model(paths.root, device=device)  # before the lock: a run that is not there gets no folder
-    eval_data = load_eval_data(paths, loaded.spec.name, data)
-    with output_lock(paths.eval):  # a second eval of the same run is refused, not interleaved
-        reports = [report_json(loaded.spec, measure(model, tokenizer, loaded.spec, eval_data, samples=samples,
-                                                    seed=seed), run=paths.root, seed=seed, samples=samples)
-                   for seed in seeds]
-        report = reports[0]
-        if len(reports) > 1:
-            report["over_seeds"] = over_seeds(reports, HEADLINE_FIGURES)
-            report["headline"] = headline(report)
-        write_report(paths, report)
+    # On a GPU, the topic classifier is fitted and asked in a second process, and the charts drawn in a third
+    # (guppy/elsewhere.py): they start now, so that their imports overlap the model's loading and sampling.
+    gpu = device != "cpu"
+    with (Elsewhere(warm=SKLEARN) if gpu else nullcontext()) as fitting, \
+            (Elsewhere(warm=MATPLOTLIB) if gpu else nullcontext()) as drawing:
+        model, tokenizer, _ = load_model(paths.root, device=device)  # before the lock: a run that is not there gets no folder
+        eval_data = load_eval_data(paths, loaded.spec.name, data)
+        with output_lock(paths.eval):  # a second eval of the same run is refused, not interleaved
+            reports = [report_json(loaded.spec, measure(model, tokenizer, loaded.spec, eval_data, samples=samples,
+                                                        seed=seed, elsewhere=fitting),
+                                   run=paths.root, seed=seed, samples=samples)
+                       for seed in seeds]
+            report = reports[0]
+            if len(reports) > 1:
+                report["over_seeds"] = over_seeds(reports, HEADLINE_FIGURES)
+                report["headline"] = headline(report)
+            write_report(paths, report, drawing)
     return report
 
 

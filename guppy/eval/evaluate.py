@@ -38,7 +38,7 @@ from guppy.spec.language import is_spaced, units
 from guppy.eval.likelihood import bits_per_byte, lift
 from guppy.model.gpt import GPT
 from guppy.eval.novelty import novelty_figures, training_sentences
-from guppy.eval.on_topic import ClassifierElsewhere, held_out_prompts, on_topic_figures, topic_classifier
+from guppy.eval.on_topic import held_out_prompts, on_topic_figures, topic_classifier
 from guppy.spec.persona import Persona
 from guppy.model.sampler import complete
 from guppy.eval.turns import chat_prompts, drift, run_chats, turn_figures
@@ -251,24 +251,13 @@ def untrained_like(model, seed: int):
     return GPT(model.config).to(model.lm_head.weight.device).eval()
 
 
-def measure(model, tokenizer, spec: Persona, data: EvalData, *, samples: int, seed: int,
-            classifier_elsewhere: bool | None = None) -> dict:
+def measure(model, tokenizer, spec: Persona, data: EvalData, *, samples: int, seed: int, elsewhere=None) -> dict:
     """Every figure for one model on one persona, at one sampling seed: model, floor and ceiling.
 
-    classifier_elsewhere: fit the topic classifier in a second process while the model samples (on_topic.py:
-    ClassifierElsewhere); by default where the model is not on the CPU, whose cores it would otherwise share."""
-    if classifier_elsewhere is None:
-        classifier_elsewhere = model.lm_head.weight.device.type != "cpu"
-    classifier = (topic_classifier(data.train_by_topic, spec.language, seed, elsewhere=classifier_elsewhere)
+    elsewhere: a second process (guppy/elsewhere.py) to fit and ask the topic classifier in while the model
+    samples; None fits it here first."""
+    classifier = (topic_classifier(data.train_by_topic, spec.language, seed, elsewhere=elsewhere)
                   if data.has_topics else None)
-    try:
-        return _measure(model, tokenizer, spec, data, samples=samples, seed=seed, classifier=classifier)
-    finally:
-        if isinstance(classifier, ClassifierElsewhere):
-            classifier.close()
-
-
-def _measure(model, tokenizer, spec: Persona, data: EvalData, *, samples: int, seed: int, classifier) -> dict:
     budget = reply_budget(spec, tokenizer, data)  # the model, its floor and the on-topic replies alike
     model_f = score_model(model, tokenizer, spec, data, samples=samples, seed=seed, budget=budget)
     floor_f = score_model(untrained_like(model, seed), tokenizer, spec, data, samples=samples, seed=seed,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -68,46 +69,67 @@ def fit_classifier(train_by_topic: dict[str, list[str]], language: str, seed: in
     return TopicClassifier(pipeline, topics)
 
 
+CLASSIFIER_KIND, CLASSIFIER_FILE = "topic-classifier", "classifier.pickle"
+
+
+def cached_classifier(train_by_topic: dict[str, list[str]], language: str, seed: int) -> TopicClassifier | None:
+    """fit_classifier's classifier, fitted once per dataset and seed (guppy/store/dataset_cache.py): the fit was
+    ~2 s of a GPU `guppy eval`. The key covers the replies, the language, the seed, this code and scikit-learn's
+    version; a pickle written by this code into the user's own cache is what is read back."""
+    import hashlib
+    import json
+    import pickle
+
+    import sklearn
+
+    from guppy.store.dataset_cache import entry, save_entry
+
+    h = hashlib.blake2b(json.dumps([sorted(train_by_topic.items()), language, seed, sklearn.__version__]).encode(),
+                        digest_size=16)
+    h.update(Path(__file__).read_bytes())
+    path = entry(CLASSIFIER_KIND, h.hexdigest()) / CLASSIFIER_FILE
+    try:
+        return pickle.loads(path.read_bytes())
+    except Exception:  # not there, or unreadable however: fit again
+        pass
+    classifier = fit_classifier(train_by_topic, language, seed)
+    save_entry(CLASSIFIER_KIND, h.hexdigest(), lambda tmp: (tmp / CLASSIFIER_FILE).write_bytes(pickle.dumps(classifier)),
+               keep=8, done=CLASSIFIER_FILE)
+    return classifier
+
+
 class ClassifierElsewhere:
-    """`fit_classifier` in a second process, started before the model samples: where the model runs on a GPU
-    the CPU cores are idle meanwhile, and sklearn's import and the fit (~4 s on the GPU machines) overlap the
-    sampling instead of coming before it. `predict` waits for the fit; `close` ends the process."""
+    """The topic classifier, fitted and asked in a second process (guppy/elsewhere.py) while the model samples on a
+    GPU: sklearn's import and the fit overlap the sampling instead of coming before it. `predict` waits for the fit."""
 
-    def __init__(self, train_by_topic: dict[str, list[str]], language: str, seed: int):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # spawn, not fork: this process holds a CUDA context, which a forked child cannot use or safely copy.
-        self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        self.fitted = self.pool.submit(_fit_there, train_by_topic, language, seed)
+    def __init__(self, elsewhere, train_by_topic: dict[str, list[str]], language: str, seed: int):
+        self.elsewhere = elsewhere
+        self.fitted = elsewhere.submit(_fit_there, train_by_topic, language, seed)
 
     def predict(self, replies: list[str]) -> list[str]:
         self.fitted.result()  # the fit's own error, if it failed, rather than a predict without a classifier
-        return self.pool.submit(_predict_there, replies).result() if replies else []
-
-    def close(self) -> None:
-        self.pool.shutdown(cancel_futures=True)
+        return self.elsewhere.submit(_predict_there, replies).result() if replies else []
 
 
 _THERE: list[TopicClassifier] = []  # in the second process: the classifier it fitted
 
 
 def _fit_there(train_by_topic: dict[str, list[str]], language: str, seed: int) -> None:
-    _THERE.append(fit_classifier(train_by_topic, language, seed))
+    _THERE.append(cached_classifier(train_by_topic, language, seed))
 
 
 def _predict_there(replies: list[str]) -> list[str]:
     return _THERE[-1].predict(replies)
 
 
-def topic_classifier(train_by_topic: dict[str, list[str]], language: str, seed: int, *, elsewhere: bool
+def topic_classifier(train_by_topic: dict[str, list[str]], language: str, seed: int, *, elsewhere=None
                      ) -> TopicClassifier | ClassifierElsewhere | None:
-    """fit_classifier's classifier, fitted here or (elsewhere) in a second process; None under two topics."""
+    """The topic classifier, fitted here or in `elsewhere` (an Elsewhere process); None under two topics."""
     if sum(1 for replies in train_by_topic.values() if replies) < 2:
         return None
-    if elsewhere:
-        return ClassifierElsewhere(train_by_topic, language, seed)
-    return fit_classifier(train_by_topic, language, seed)
+    if elsewhere is not None:
+        return ClassifierElsewhere(elsewhere, train_by_topic, language, seed)
+    return cached_classifier(train_by_topic, language, seed)
 
 
 def held_out_prompts(test_by_topic: dict[str, list[list[dict]]], seed: int) -> list[tuple[str, str]]:
