@@ -121,6 +121,23 @@ def test_a_run_writes_checkpoints_metrics_plot_and_its_config(trained):
     assert not list(run.glob("ckpt/.*")), "no temporary folders left behind"
 
 
+def test_on_a_gpu_loss_png_is_drawn_in_a_second_process_the_same_as_here(tmp_path, corpus, trained, monkeypatch):
+    """On a GPU the trainer has loss.png drawn in a second process (trainer.draws_elsewhere, guppy/elsewhere.py).
+    Asked for here, on a CPU: this process draws nothing, and the chart is the one drawn here, byte for byte."""
+    import guppy.train.metrics as metrics
+    import guppy.train.trainer as trainer
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("drawn in this process")
+
+    monkeypatch.setattr(trainer, "draws_elsewhere", lambda procs: True)
+    monkeypatch.setattr(metrics, "new_figure", not_here)
+    run = tmp_path / trained[0].name  # the chart's title names the run's folder
+    train(persona="fish", data=corpus, out=run, max_steps=160, **FAST)
+    assert (run / "loss.png").read_bytes() == (trained[0] / "loss.png").read_bytes()
+    assert (run / "metrics.jsonl").read_text().count("\n") == (trained[0] / "metrics.jsonl").read_text().count("\n")
+
+
 def test_same_seed_gives_the_same_loss_curve(tmp_path, corpus):
     runs = {name: tmp_path / name for name in ("a", "b", "c")}
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -87,3 +89,26 @@ def resume_command(persona: str, *, out: Path | None, data: Path | None, preset:
         if value is not None and value != default:
             words += [flag, str(value)]
     return shlex.join(words + ["--resume"])
+
+
+class StopOnInterrupt:
+    """The first Ctrl-C asks the loop to save a checkpoint and stop at the next step boundary
+    (a KeyboardInterrupt in the middle of an optimizer step would leave nothing consistent
+    to save); a second one stops at once. Only in a single process's main thread."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+
+    def __enter__(self):
+        if self.enabled:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self.previous)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            signal.signal(signal.SIGINT, self.previous)

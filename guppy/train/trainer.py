@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -35,10 +33,11 @@ from guppy.store.atomic import atomic_dir, atomic_file, check_output, output_loc
 from guppy.model.checkpoint import (has_resumable, load_resumable, restore_resumable, resumable_state,
                               rng_tensors, save_checkpoint)
 from guppy.data.reader import flat_messages, load_conversations, pack, pack_whole, tokenize
+from guppy.elsewhere import MATPLOTLIB, Elsewhere
 from guppy.errors import GuppyError
 from guppy.store.paths import RunPaths
 from guppy.spec.personas import persona_run
-from guppy.store.run_folder import SavedInterrupt, resume_command, training_folder
+from guppy.store.run_folder import SavedInterrupt, StopOnInterrupt, resume_command, training_folder
 from guppy.train.batches import Batches, data_hash
 from guppy.train.metrics import Metrics, plot_losses, progress_bar
 from guppy.train.processes import Processes
@@ -79,31 +78,6 @@ def held_out_loss(model, x: torch.Tensor, y: torch.Tensor, *, batch: int, procs:
     return total / max(1, count)
 
 
-# ---------------------------------------------------------------------------------- interruption
-
-class StopOnInterrupt:
-    """The first Ctrl-C asks the loop to save a checkpoint and stop at the next step boundary
-    (a KeyboardInterrupt in the middle of an optimizer step would leave nothing consistent
-    to save); a second one stops at once. Only in a single process's main thread."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled and threading.current_thread() is threading.main_thread()
-        self.requested = False
-
-    def __enter__(self):
-        if self.enabled:
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = True
-        signal.signal(signal.SIGINT, self.previous)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            signal.signal(signal.SIGINT, self.previous)
-
-
 # ---------------------------------------------------------------------------------- training
 
 def train(*, persona: str, data: Path | None = None, preset: str = "tiny", out: Path | None = None,
@@ -120,17 +94,25 @@ def train(*, persona: str, data: Path | None = None, preset: str = "tiny", out: 
     cfg = resolve_config(preset, max_steps=max_steps, device=device, seed=seed, **overrides)
     check_output(paths.root, "run")  # a stranger's folder is refused before any work
     procs = Processes(cfg.device)
+    drawing = Elsewhere(warm=MATPLOTLIB) if draws_elsewhere(procs) else None
     try:  # a fresh run over an old one trains beside it and replaces it at the end (guppy/store/run_folder.py)
-        with output_lock(paths.root, enabled=procs.main), \
+        with drawing or nullcontext(), output_lock(paths.root, enabled=procs.main), \
                 training_folder(paths, fresh=not resume, main=procs.main) as work:
             trainer = Trainer(work, cfg, procs, data=Path(data), resume=resume)
             trainer.resume_hint = resume_command(persona, out=out, data=data, preset=preset, seed=seed,
                                                  max_steps=max_steps)
+            trainer.drawing = drawing
             summary = trainer.run(progress=progress)
         # The paths the run has once training_folder moved it into place, not the staging folder's.
         return {**summary, "run": str(paths.root), "best": str(paths.best), "last": str(paths.last)}
     finally:
         procs.close()
+
+
+def draws_elsewhere(procs: Processes) -> bool:
+    """On a GPU, loss.png is drawn in a second process that imports matplotlib while the model trains (~0.8 s of a
+    GPU `guppy train` otherwise, tests/bench/GPU_NOTES.md); on a CPU, here, as the model needs the cores."""
+    return procs.device_type == "cuda" and procs.main
 
 
 class Trainer:
@@ -140,6 +122,7 @@ class Trainer:
     checkpoint holds and how it is restored is guppy/model/checkpoint.py's business."""
 
     resume_hint = "guppy train PERSONA --resume"  # train() sets it from the options it was given
+    drawing: Elsewhere | None = None  # where loss.png is drawn, if not here (train() decides)
 
     def __init__(self, paths: RunPaths, cfg: TrainConfig, procs: Processes, *, data: Path, resume: bool):
         from guppy.model.gpt import GPT
@@ -320,8 +303,7 @@ class Trainer:
                 if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
                     self._log(metrics, step, lr, bar, task)
         if procs.main:
-            plot_losses(metrics.records, self.paths.loss_plot,
-                        f"{self.paths.root.name}: {cfg.preset}, {self.model.num_params() / 1e6:.2f}M parameters")
+            self._plot(metrics, f"{self.paths.root.name}: {cfg.preset}, {self.model.num_params() / 1e6:.2f}M parameters")
         procs.barrier()
         return self._summary(metrics, start, test_loss)
 
@@ -359,10 +341,16 @@ class Trainer:
     def _save_and_stop(self, metrics: Metrics, test_loss: float, bar) -> None:
         self.save(self.paths.last, test_loss, resumable=True)
         if self.procs.main:
-            plot_losses(metrics.records, self.paths.loss_plot, f"{self.paths.root.name}: {self.cfg.preset}")
+            self._plot(metrics, f"{self.paths.root.name}: {self.cfg.preset}")
             bar.console.print(f"interrupted at step {self.step}; saved a resumable checkpoint. Continue "
                               f"with `{self.resume_hint}`")
         raise SavedInterrupt
+
+    def _plot(self, metrics: Metrics, title: str) -> None:
+        if self.drawing is None:
+            plot_losses(metrics.records, self.paths.loss_plot, title)
+        else:  # written (or its error raised) before the run folder is moved into place
+            self.drawing.submit(plot_losses, metrics.records, self.paths.loss_plot, title).result()
 
     def _log(self, metrics: Metrics, step: int, lr: float, bar, task) -> None:
         (loss_avg,) = self.procs.sum(self.loss_sum / self.steps_logged)
