@@ -1,41 +1,92 @@
 """A second process for the CPU work of a command whose model runs on a GPU.
 
 While the GPU samples, this process's other CPU cores idle. What needs only a CPU and a library the model does
-not use (scikit-learn's import and the topic classifier's fit, matplotlib's import and the eval charts: ~4 s of a
-GPU `guppy eval`, tests/bench/GPU_NOTES.md) runs there meanwhile. On a CPU that work stays in the command's own
+not use (scikit-learn's import and the topic classifier's fit, matplotlib's import and the charts: ~4 s of a GPU
+`guppy eval`, tests/bench/GPU_NOTES.md) runs there meanwhile. On a CPU that work stays in the command's own
 process, since the model needs those cores.
 
-The process is spawned, not forked: this one holds a CUDA context, which a forked child cannot use or safely copy.
-It starts at once and imports `warm` first, so that the first piece of work does not wait for its libraries.
+The process is a fresh interpreter (`python -m guppy.elsewhere`), not a fork: this one holds a CUDA context, which
+a forked child cannot use or safely copy. Nor is it multiprocessing's spawn, which imports the caller's main
+script again in the child, so that a script calling `train()` without `if __name__ == "__main__":` would run twice
+(or fail). Work goes to it as pickles on its stdin and comes back in order on its stdout, one at a time; it
+imports `warm` first, so that the first piece of work does not wait for its libraries.
 """
 
 from __future__ import annotations
 
-import importlib
-import multiprocessing
-import signal
-from concurrent.futures import Future, ProcessPoolExecutor
+import os
+import pickle
+import subprocess
+import sys
+import threading
+from collections import deque
+from concurrent.futures import Future
+from pathlib import Path
 
 SKLEARN = ("sklearn.feature_extraction.text", "sklearn.naive_bayes", "sklearn.pipeline")
 MATPLOTLIB = ("matplotlib.figure", "matplotlib.backends.backend_agg")
 
 
 class Elsewhere:
-    """One worker process; `submit(fn, *args)` runs fn(*args) there (fn a module's function, args picklable).
+    """One worker process; `submit(fn, *args)` runs fn(*args) there (fn a module's function, args picklable) and
+    returns a Future of its result.
 
     Used as a context manager: leaving it waits for what was submitted (nothing is left half-written) and ends
-    the process; leaving on an error cancels what has not started."""
+    the process; leaving on an error ends it at once."""
 
     def __init__(self, warm: tuple[str, ...] = ()):
-        self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_start, initargs=(warm,))
-        self.pool.submit(int)  # the pool starts its process at the first submit: now, not when work comes
+        root = str(Path(__file__).resolve().parents[1])  # where guppy is, installed or not
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        self.process = subprocess.Popen([sys.executable, "-m", "guppy.elsewhere", *warm], env=env,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+        self.pending: deque[Future] = deque()  # submitted, not yet answered, in order
+        self.lock = threading.Lock()
+        self.ended: Exception | None = None  # once the process is gone: what every later result raises
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def submit(self, fn, *args) -> Future:
-        return self.pool.submit(fn, *args)
+        request, future = pickle.dumps((fn, args)), Future()  # pickled whole first: a failure writes nothing
+        with self.lock:  # a request and its place in the queue go together
+            if self.ended:
+                future.set_exception(self.ended)
+                return future
+            self.pending.append(future)
+            try:
+                self.process.stdin.write(request)
+                self.process.stdin.flush()
+            except OSError:  # the process is gone; the reader fails what it had not answered
+                pass
+        return future
+
+    def _read(self) -> None:
+        while True:
+            try:
+                ok, value = pickle.load(self.process.stdout)
+            except Exception:  # EOF: the process ended (closed, or died)
+                break
+            future = self.pending.popleft()
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        self.process.wait()
+        with self.lock:
+            self.ended = RuntimeError(f"guppy's helper process ended (exit code {self.process.returncode}) "
+                                      "before it answered")
+            while self.pending:
+                self.pending.popleft().set_exception(self.ended)
 
     def close(self, *, cancel: bool = False) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=cancel)
+        if cancel:
+            self.process.kill()
+        else:
+            try:
+                self.process.stdin.close()  # the worker's end of input: it finishes what it has and exits
+            except OSError:
+                pass
+        self.process.wait()
+        self.reader.join()
 
     def __enter__(self) -> Elsewhere:
         return self
@@ -44,9 +95,32 @@ class Elsewhere:
         self.close(cancel=kind is not None)
 
 
-def _start(warm: tuple[str, ...]) -> None:
-    # Ctrl-C reaches every process of the terminal's group: the command stops this one (close), so that the
-    # worker does not print a traceback of its own.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def serve(warm: list[str]) -> None:
+    """The worker: import `warm`, then run each (fn, args) read from stdin, answering (ok, result or error)."""
+    import importlib
+    import traceback
+
+    answers = os.fdopen(os.dup(1), "wb")  # the answers' own channel: whatever the work prints goes to stderr
+    os.dup2(2, 1)
     for module in warm:
         importlib.import_module(module)
+    requests = sys.stdin.buffer
+    while True:
+        try:
+            fn, args = pickle.load(requests)
+        except EOFError:
+            return
+        try:
+            answer = (True, fn(*args))
+        except Exception as e:
+            answer = (False, e)
+        try:
+            data = pickle.dumps(answer)
+        except Exception:  # an error that does not pickle: its text does
+            data = pickle.dumps((False, RuntimeError(traceback.format_exc())))
+        answers.write(data)
+        answers.flush()
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1:])

@@ -335,9 +335,10 @@ def test_the_classifier_fitted_in_a_second_process_reads_replies_as_the_one_fitt
 
 
 def test_a_second_eval_takes_what_it_reads_from_the_dataset_out_of_the_cache(world, monkeypatch):
-    """guppy eval reduces a dataset to its prompts and replies once (guppy/eval/commands.py: eval_data_of); a
-    second eval of the same data reads none of it and writes the same report, byte for byte."""
+    """guppy eval reduces a dataset to its prompts, replies and their sentences once (guppy/eval/commands.py:
+    eval_data_of); a second eval of the same data reads none of it and writes the same report, byte for byte."""
     import guppy.eval.commands as commands
+    import guppy.eval.evaluate as evaluate_module
     from guppy.store.dataset_cache import cache_root
 
     evaluate(persona="kitty", samples=2, seeds=[3])
@@ -348,8 +349,11 @@ def test_a_second_eval_takes_what_it_reads_from_the_dataset_out_of_the_cache(wor
         raise AssertionError("the dataset was read again")
 
     monkeypatch.setattr(commands, "load_conversations", not_read)
+    monkeypatch.setattr(evaluate_module, "training_sentences", not_read)  # nor split the replies into sentences
     evaluate(persona="kitty", samples=2, seeds=[3])
     assert (world / "runs/kitty/eval/report.json").read_bytes() == first
+    monkeypatch.undo()
+    monkeypatch.setattr(commands, "load_conversations", not_read)
     with pytest.raises(AssertionError, match="read again"):  # another dataset is read (not vacuous)
         evaluate(persona="mini", samples=2)
 

@@ -31,9 +31,11 @@ from guppy.eval.report import HEADLINE_FIGURES, headline, report_json, write_mat
 
 MAX_SAMPLES = 1000
 MAX_SEEDS = 20
-# What eval_data_of caches is made by eval_data_from, load_conversations and dataset_persona: their code is in its key.
+# What eval_data_of caches is made by eval_data_from, load_conversations, dataset_persona and training_sentences: their
+# code is in its key.
 PACKAGE = Path(__file__).resolve().parents[1]
-EVAL_CODE = [PACKAGE / "eval" / "evaluate.py", PACKAGE / "data" / "reader.py", Path(__file__).resolve()]
+EVAL_CODE = [PACKAGE / "eval" / "evaluate.py", PACKAGE / "eval" / "novelty.py", PACKAGE / "spec" / "language.py",
+             PACKAGE / "data" / "reader.py", Path(__file__).resolve()]
 EVAL_FILE = "eval_data.json"
 EVAL_KIND = "eval-data"  # the cache's folder and marker; "eval" is a run's report folder
 

@@ -166,7 +166,12 @@ def complete(model, tokenizer, chats: list[list[dict]] | list[str], *, max_new_t
     global RNG. batch_size: rows sampled together, by default 256 on a CPU and 2048 on a GPU, where a decode
     step costs about as much for many rows as for a few."""
     chats = [[{"role": "user", "content": c}] if isinstance(c, str) else c for c in chats]
-    prompts = [tokenizer.encode_prompt(chat) for chat in chats]
+    keys = [tuple((m["role"], m["content"]) for m in chat) for chat in chats]
+    encoded: dict[tuple, list[int]] = {}  # each distinct chat once: the evaluator asks every prompt 4 times
+    for key, chat in zip(keys, chats):
+        if key not in encoded:
+            encoded[key] = tokenizer.encode_prompt(chat)
+    prompts = [encoded[key] for key in keys]
     generator = None if seed is None else torch.Generator().manual_seed(seed)  # on the CPU: see generate
     uniforms = torch.rand(len(prompts), max_new_tokens, generator=generator)  # per reply and token, as given
     if batch_size is None:

@@ -134,6 +134,7 @@ class ChatTokenizer:
         self.tokenizer = tokenizer
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
         self.pad_id, self.im_start_id, self.im_end_id = (tokenizer.token_to_id(t) for t in SPECIAL_TOKENS)
+        self._fixed: dict[str, list[int]] = {}  # the ids of the texts every turn repeats ("user\n", "\n")
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -147,12 +148,17 @@ class ChatTokenizer:
         The text between two special tokens is encoded as one piece, exactly as transformers
         does with the rendered template; the body is whatever follows the ids of "role\\n" alone
         (the same ids, unless the content starts with whitespace that merges with the newline)."""
-        header = self.encode(f"{role}\n")
+        header = self._encode_fixed(f"{role}\n")
         both = self.encode(f"{role}\n{content}")
         n = 0
         while n < min(len(header), len(both)) and header[n] == both[n]:
             n += 1
-        return [self.im_start_id] + both[:n], both[n:], [self.im_end_id] + self.encode("\n")
+        return [self.im_start_id] + both[:n], both[n:], [self.im_end_id] + self._encode_fixed("\n")
+
+    def _encode_fixed(self, text: str) -> list[int]:
+        if text not in self._fixed:  # encoded once: they were 2 of the 3 encodes of every turn
+            self._fixed[text] = self.encode(text)
+        return self._fixed[text]
 
     def encode_chat(self, messages: list[dict]) -> tuple[list[int], list[int]]:
         """The whole conversation's ids, and a learn mask: 1 on each assistant reply's tokens and
@@ -226,7 +232,7 @@ class ChatTokenizer:
         for m in messages:
             head, body, tail = self._turn(m["role"], m["content"])
             ids += head + body + tail
-        return ids + [self.im_start_id] + self.encode("assistant\n")
+        return ids + [self.im_start_id] + self._encode_fixed("assistant\n")
 
     def fingerprint(self) -> str:
         """16 hex digits of a hash of the vocabulary and merges: the same for the same tokenizer
