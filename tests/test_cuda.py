@@ -72,3 +72,31 @@ def test_the_evaluator_on_the_gpu_fits_its_classifier_and_draws_its_charts_in_ot
                       data=run / "data", device="cuda")
     assert report["on_topic"] is not None and report["on_topic"]["ceiling"] > 0.5
     assert (run / "eval" / "associations.png").stat().st_size > 0 and (run / "eval" / "turns.png").stat().st_size > 0
+
+def test_decode_steps_captured_as_a_cuda_graph_say_what_steps_in_the_open_say(mini_run, monkeypatch):
+    """On a GPU, generate() captures its one-token step once as a CUDA graph and replays it (sampler.CapturedStep):
+    the same greedy replies as steps issued one kernel at a time, and sampled ones but for near ties."""
+    import guppy.model.sampler as sampler
+    from guppy.config import CHAT
+    from guppy.model.checkpoint import load_model
+    from guppy.model.sampler import complete
+
+    captures, real = [], sampler.CapturedStep
+
+    def counted(*args):
+        captures.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(sampler, "CapturedStep", counted)
+    model, tokenizer, _ = load_model(mini_run, device="cuda")
+    prompts = ["are you hungry", "hello", "how are you", "what do you like", "tell me about the tank"] * 12
+
+    def replies():
+        return (complete(model, tokenizer, prompts, temperature=0.0),
+                complete(model, tokenizer, prompts, seed=0, temperature=CHAT.temperature, top_p=CHAT.top_p))
+    captured_greedy, captured_sampled = replies()
+    assert len(captures) == 2
+    monkeypatch.setattr(sampler, "captures_steps", lambda device: False)
+    open_greedy, open_sampled = replies()
+    assert len(captures) == 2 and captured_greedy == open_greedy
+    assert sum(a == b for a, b in zip(captured_sampled, open_sampled)) >= 0.9 * len(prompts)

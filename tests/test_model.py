@@ -43,9 +43,9 @@ def test_reference_attention_matches_fused_attention(activation):
         torch.testing.assert_close(f, r, atol=1e-5, rtol=1e-5)
 
 
-def cached_logits(model, idx, chunks, pad_mask=None):
+def cached_logits(model, idx, chunks, pad_mask=None, whole=False):
     """Feed idx through a KV cache in pieces of the given sizes; the logits of every position."""
-    cache, out, start = model.new_kv_cache(idx.size(0)), [], 0
+    cache, out, start = model.new_kv_cache(idx.size(0), whole=whole), [], 0
     for n in chunks:
         mask = pad_mask[:, start:start + n] if pad_mask is not None else None
         out.append(logits_of(model, idx[:, start:start + n], kv_cache=cache, pad_mask=mask))
@@ -54,11 +54,14 @@ def cached_logits(model, idx, chunks, pad_mask=None):
 
 
 @pytest.mark.parametrize("reference", [False, True])
-def test_kv_cache_gives_the_same_logits_as_a_full_forward(reference):
+@pytest.mark.parametrize("whole", [False, True])
+def test_kv_cache_gives_the_same_logits_as_a_full_forward(reference, whole):
+    """whole: attention reads every slot of the cache, the empty ones masked, as a captured GPU step does."""
     model = tiny_model()
     use_reference_attention(model, reference)
     idx = torch.randint(0, 64, (2, 16))
-    torch.testing.assert_close(cached_logits(model, idx, [10] + [1] * 6), logits_of(model, idx), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cached_logits(model, idx, [10] + [1] * 6, whole=whole), logits_of(model, idx),
+                               atol=1e-5, rtol=1e-5)
 
 
 def test_reference_attention_matches_fused_attention_with_kv_cache_and_padding():
@@ -67,6 +70,8 @@ def test_reference_attention_matches_fused_attention_with_kv_cache_and_padding()
     pad_mask = torch.ones(2, 16, dtype=torch.bool)
     pad_mask[0, :4] = False
     fused = cached_logits(model, idx, [8, 1, 1, 6], pad_mask)
+    torch.testing.assert_close(cached_logits(model, idx, [8, 1, 1, 6], pad_mask, whole=True), fused, atol=1e-5,
+                               rtol=1e-5)
     use_reference_attention(model, True)
     torch.testing.assert_close(cached_logits(model, idx, [8, 1, 1, 6], pad_mask), fused, atol=1e-5, rtol=1e-5)
 

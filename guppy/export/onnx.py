@@ -42,7 +42,8 @@ class ConcatCache:
         self.seen = torch.full((1,), past_keys.size(3), dtype=torch.long)  # no padding: every slot is real
         self.keys, self.values, self.T = [], [], T
 
-    def remember(self, real):  # (1, T) -> (1, P + T): every key is a real token
+    def remember(self, real):  # (1, T) -> (1, P + T): every key is a real token; the T are the last
+        self.slots = torch.arange(self.T) + self.length
         return torch.ones(1, self.length + self.T, dtype=torch.bool)
 
     def store(self, layer: int, k, v):

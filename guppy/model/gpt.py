@@ -145,7 +145,10 @@ class GPT(nn.Module):
             real = torch.ones_like(idx, dtype=torch.bool) if pad_mask is None else pad_mask  # (B, T)
             seen = kv_cache.seen[:, None] if kv_cache is not None else 0  # real tokens before idx, per row
             pos = (seen + real.cumsum(dim=1) - 1).clamp(min=0)  # (B, T): padding is not a position
-            mask = attention_mask(kv_cache.remember(real) if kv_cache is not None else real, T)
+            if kv_cache is None:
+                mask = attention_mask(real, torch.arange(T, device=idx.device))
+            else:
+                mask = attention_mask(kv_cache.remember(real), kv_cache.slots)
 
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for block in self.transformer.h:
@@ -163,13 +166,14 @@ class GPT(nn.Module):
             keep = targets != -1
             logits = self.lm_head(x[keep])  # (N, vocab)
             return logits, F.cross_entropy(logits, targets[keep], reduction=reduction)
-        logits = self.lm_head(x[:, [-1], :] if last_only else x)  # (B, 1 or T, vocab)
+        logits = self.lm_head(x[:, -1:, :] if last_only else x)  # (B, 1 or T, vocab)
         return logits, None
 
-    def new_kv_cache(self, batch_size: int, length: int | None = None) -> "KVCache":
+    def new_kv_cache(self, batch_size: int, length: int | None = None, *, whole: bool = False) -> "KVCache":
         """An empty cache for `batch_size` sequences of at most `length` tokens (default: context)."""
         p = self.lm_head.weight
-        return KVCache(self.config, batch_size, length or self.config.context, device=p.device, dtype=p.dtype)
+        return KVCache(self.config, batch_size, length or self.config.context, device=p.device, dtype=p.dtype,
+                       whole=whole)
 
     def num_params(self) -> int:
         """Every parameter once: the tied head is wte, so it is not counted twice."""
@@ -198,13 +202,12 @@ class GPT(nn.Module):
         return [p for name, p in self.named_parameters() if p.dim() == 2 and name.startswith("transformer.h.")]
 
 
-def attention_mask(key_ok, T):
-    """(B, 1, T, S) bool, True where a query may attend a key, for the last T of S tokens:
-    causal, never into padding (key_ok (B, S) False), and always to itself, so that a
+def attention_mask(key_ok, slots):
+    """(B, 1, T, S) bool, True where a query may attend a key, for T queries in key slots `slots` (T,) of S:
+    causal, never into padding or an empty slot (key_ok (B, S) False), and always to itself, so that a
     padding query's row is never all -inf (softmax would make NaN and spread it)."""
-    S = key_ok.size(1)
-    q = torch.arange(S - T, S, device=key_ok.device)[:, None]  # (T, 1) query positions
-    k = torch.arange(S, device=key_ok.device)[None, :]  # (1, S) key positions
+    q = slots[:, None]  # (T, 1) query slots
+    k = torch.arange(key_ok.size(1), device=key_ok.device)[None, :]  # (1, S) key slots
     return ((k <= q) & key_ok[:, None, None, :]) | (k == q)
 
 
@@ -213,9 +216,14 @@ class KVCache:
 
     Generation feeds one token per row per step; without the cache each step would recompute
     the keys and values of the whole prefix. Slots are shared by the batch: a left-padded row
-    fills its first slots with padding, which `valid` marks so that attention skips them."""
+    fills its first slots with padding, which `valid` marks so that attention skips them.
 
-    def __init__(self, config: ModelConfig, batch_size: int, length: int, *, device, dtype):
+    Where the next tokens go is also kept on the device (`at`), so that a step changes no shape and
+    reads nothing back: with `whole`, attention reads every slot (the empty ones are not valid), and
+    a step can be captured once as a CUDA graph and replayed (guppy/model/sampler.py). Without, it
+    reads the slots filled so far, which on a CPU is less memory to read."""
+
+    def __init__(self, config: ModelConfig, batch_size: int, length: int, *, device, dtype, whole: bool = False):
         hs = config.d_model // config.n_head
         shape = (config.n_layer, batch_size, config.n_head, length, hs)
         # zeros, not empty: touching every page now (0.1 s at the guppy shape, 256 rows) costs far
@@ -225,22 +233,28 @@ class KVCache:
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.valid = torch.zeros(batch_size, length, dtype=torch.bool, device=device)  # (B, slots)
         self.seen = torch.zeros(batch_size, dtype=torch.long, device=device)  # real tokens per row
-        self.length = 0  # slots filled
+        self.at = torch.zeros((), dtype=torch.long, device=device)  # the first empty slot
+        self.length = 0  # the same, as Python knows it
+        self.whole = whole
 
     def remember(self, real):
-        """Mark which of the next T slots hold real tokens; return (B, S) validity up to them."""
+        """Mark which of the next T slots hold real tokens; return (B, S) validity of the slots attention reads."""
         T = real.size(1)
         assert self.length + T <= self.valid.size(1), "KV cache is full"
-        self.valid[:, self.length:self.length + T] = real
-        return self.valid[:, :self.length + T]
+        self.slots = self.at + torch.arange(T, device=real.device)  # (T,) where this step's tokens go
+        self.valid.index_copy_(1, self.slots, real)
+        return self.valid if self.whole else self.valid[:, :self.length + T]
 
     def store(self, layer: int, k, v):
-        """Write this step's k, v (B, nh, T, hs) of one layer; return all of them (B, nh, S, hs)."""
+        """Write this step's k, v (B, nh, T, hs) of one layer; return those attention reads (B, nh, S, hs)."""
+        self.k[layer].index_copy_(2, self.slots, k)
+        self.v[layer].index_copy_(2, self.slots, v)
+        if self.whole:
+            return self.k[layer], self.v[layer]
         end = self.length + k.size(2)
-        self.k[layer, :, :, self.length:end] = k
-        self.v[layer, :, :, self.length:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
     def advance(self, real):
         self.length += real.size(1)
+        self.at += real.size(1)
         self.seen += real.sum(dim=1)

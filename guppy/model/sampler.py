@@ -98,19 +98,27 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int = 48, tempe
     pad_mask = None  # None when no row is padded: the model takes its fastest path
     if any(len(p) < width for p in prompts):
         pad_mask = torch.tensor([[False] * (width - len(p)) + [True] * len(p) for p in prompts], device=device)
-    cache = model.new_kv_cache(len(prompts), width + steps) if use_cache else None
+    capture = use_cache and captures_steps(device)
+    cache = model.new_kv_cache(len(prompts), width + steps, whole=capture) if use_cache else None
     done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
     if temperature and uniforms is None:
         uniforms = torch.rand(len(prompts), max_new_tokens, generator=generator)
     if temperature:
         uniforms = uniforms.to(device)  # one copy, not one a step
     all_done = AllDone(done_lag(device))
+    sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p)
+    captured = None
 
     x, x_mask = idx, pad_mask  # the first step reads the whole prompt, later ones one token
     for step in range(steps):
-        logits, _ = model(x, kv_cache=cache, pad_mask=x_mask, last_only=True)  # (B, 1, vocab)
-        token = sample_next(logits[:, -1, :], temperature=temperature, top_k=top_k, top_p=top_p,
-                            uniform=uniforms[:, step:step + 1] if temperature else None)
+        uniform = uniforms[:, step:step + 1] if temperature else None
+        if captured is not None:
+            token = captured(x, uniform)
+        else:
+            logits, _ = model(x, kv_cache=cache, pad_mask=x_mask, last_only=True)  # (B, 1, vocab)
+            token = sample_next(logits[:, -1, :], uniform=uniform, **sampling)
+            if capture and step == 1:  # after a first one-token step in the open, which warmed its kernels up
+                captured = CapturedStep(model, cache, token[:, None], uniform, sampling)
         token = token.masked_fill(done, stop_id)  # (B,)
         yield token
         done |= token == stop_id
@@ -123,6 +131,36 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int = 48, tempe
             if pad_mask is not None:
                 pad_mask = torch.cat([pad_mask, torch.ones_like(done)[:, None]], dim=1)
             x, x_mask = idx, pad_mask
+
+
+def captures_steps(device: torch.device) -> bool:
+    """Are decode steps captured as a CUDA graph (CapturedStep)? On NVIDIA GPUs."""
+    return device.type == "cuda"
+
+
+class CapturedStep:
+    """One decode step, the model's forward on one token per row and the sampling of the next, captured once as a
+    CUDA graph and then replayed. At the guppy shape a step is ~120 small kernels, which Python takes ~3 ms to
+    issue one by one and the GPU well under 1 ms to run; a replay issues them all at once. The step reads its
+    token and uniform numbers from tensors of its own (copied in) and writes its sample to another (copied out),
+    and the cache must be `whole`: no shape changes, nothing read back, so the same kernels serve every step."""
+
+    def __init__(self, model, cache, token, uniform, sampling: dict):
+        self.cache, self.token = cache, token.clone()
+        self.uniform = None if uniform is None else uniform.clone()
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            logits, _ = model(self.token, kv_cache=cache, last_only=True)
+            self.sampled = sample_next(logits[:, -1, :], uniform=self.uniform, **sampling)
+        cache.length -= 1  # the capture ran the step's Python, which counted a slot, but none of its kernels
+
+    def __call__(self, token, uniform):
+        self.token.copy_(token)
+        if uniform is not None:
+            self.uniform.copy_(uniform)
+        self.graph.replay()  # also moves the cache on, on the device
+        self.cache.length += 1
+        return self.sampled.clone()
 
 
 def done_lag(device: torch.device) -> int:
