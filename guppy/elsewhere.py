@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import queue
 import subprocess
 import sys
 import threading
@@ -42,22 +43,35 @@ class Elsewhere:
         self.pending: deque[Future] = deque()  # submitted, not yet answered, in order
         self.lock = threading.Lock()
         self.ended: Exception | None = None  # once the process is gone: what every later result raises
+        # Requests are written by a thread of their own: a pipe holds 64 KB, and the worker reads nothing until its
+        # imports are done (~2 s for sklearn), so writing the classifier's 1.5 MB of replies here would wait as long.
+        self.requests: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.writer = threading.Thread(target=self._write, daemon=True)
         self.reader = threading.Thread(target=self._read, daemon=True)
+        self.writer.start()
         self.reader.start()
 
     def submit(self, fn, *args) -> Future:
-        request, future = pickle.dumps((fn, args)), Future()  # pickled whole first: a failure writes nothing
+        request, future = pickle.dumps((fn, args)), Future()  # pickled whole first: a failure sends nothing
         with self.lock:  # a request and its place in the queue go together
             if self.ended:
                 future.set_exception(self.ended)
                 return future
             self.pending.append(future)
+            self.requests.put(request)
+        return future
+
+    def _write(self) -> None:
+        while (request := self.requests.get()) is not None:
             try:
                 self.process.stdin.write(request)
                 self.process.stdin.flush()
             except OSError:  # the process is gone; the reader fails what it had not answered
-                pass
-        return future
+                return
+        try:
+            self.process.stdin.close()  # the worker's end of input: it finishes what it has and exits
+        except OSError:
+            pass
 
     def _read(self) -> None:
         while True:
@@ -80,12 +94,9 @@ class Elsewhere:
     def close(self, *, cancel: bool = False) -> None:
         if cancel:
             self.process.kill()
-        else:
-            try:
-                self.process.stdin.close()  # the worker's end of input: it finishes what it has and exits
-            except OSError:
-                pass
+        self.requests.put(None)  # after what was submitted: then the worker's input ends
         self.process.wait()
+        self.writer.join()
         self.reader.join()
 
     def __enter__(self) -> Elsewhere:

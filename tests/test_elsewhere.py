@@ -45,3 +45,26 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["top level ran", "3"]
+
+
+def wait_for(path: str) -> None:  # in the worker: holds it until the test lets it go
+    while not Path(path).exists():
+        __import__("time").sleep(0.01)
+
+
+def test_submitting_a_large_request_never_waits_for_a_busy_worker(tmp_path):
+    """A pipe holds 64 KB and a busy worker (importing sklearn, say) reads none: a request larger than that is sent by
+    a thread of Elsewhere's own, so that the command goes on (the topic classifier's replies are 1.5 MB)."""
+    import threading
+
+    gate = tmp_path / "gate"
+    with Elsewhere() as elsewhere:
+        elsewhere.submit(wait_for, str(gate))
+        futures = []
+        sending = threading.Thread(target=lambda: futures.append(elsewhere.submit(len, "x" * 3_000_000)))
+        sending.start()
+        sending.join(timeout=20)
+        returned = not sending.is_alive()
+        gate.touch()
+        assert returned, "submit waited for the worker"
+        assert futures[0].result(timeout=20) == 3_000_000
