@@ -115,10 +115,11 @@ def word_log_expectation(logp, seq: list[int], first: int, *, spelled: dict[str,
     word's ids."""
     positions = range(first, len(seq))
     per_position = torch.full((len(positions), len(spelled[""])), float("-inf"))
-    for t, at in enumerate(positions):
-        for j, ids in enumerate(spelled[mid if t else ""]):
-            if len(ids) == 1:
-                per_position[t, j] = logp[at, ids[0]]
+    for lead, rows in (("", slice(0, 1)), (mid, slice(1, None))):  # the reply's first position, then the rest
+        one = [(j, ids[0]) for j, ids in enumerate(spelled[lead]) if len(ids) == 1]  # the words of one token
+        if one:
+            words, tokens = zip(*one)
+            per_position[rows, list(words)] = logp[first:len(seq)][rows][:, list(tokens)]
     for (row, next_lp), (t, j, k) in zip(longer, where):
         per_position[t, j] = next_lp[len(row) - k - 1:].sum()  # the word's k tokens, each after what precedes it
     for j, tokens in enumerate(extra):
