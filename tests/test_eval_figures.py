@@ -95,6 +95,21 @@ def test_the_classifier_is_fitted_once_per_replies_and_seed_then_read_from_the_c
     assert len(fits) == 3
 
 
+def test_replies_asked_about_ahead_in_the_second_process_are_read_as_when_asked_then():
+    """measure() has the ceiling's test replies read while the model samples (ClassifierElsewhere.ask_ahead)."""
+    from guppy.elsewhere import SKLEARN, Elsewhere
+    from guppy.eval.on_topic import ClassifierElsewhere, cached_classifier
+
+    replies = ["i want flakes. food!", "the water is clear.", "bubbles in the water", "pellets please"]
+    with Elsewhere(warm=SKLEARN) as elsewhere:
+        there = ClassifierElsewhere(elsewhere, TRAIN, "en", 0)
+        there.ask_ahead(replies)
+        assert tuple(replies) in there.asked
+        assert there.predict(replies) == cached_classifier(TRAIN, "en", 0).predict(replies)
+        assert not there.asked  # collected, not asked again
+        assert there.predict(replies[:2]) == ["food", "water"]
+
+
 def test_held_out_prompts_cover_every_topic_with_enough_prompts():
     test = {t: [[{"role": "user", "content": f"{t} {i}"}, {"role": "assistant", "content": "x"}] for i in range(40)]
             for t in ("a", "b", "c")}

@@ -38,7 +38,7 @@ from guppy.spec.language import is_spaced, units
 from guppy.eval.likelihood import bits_per_byte, lift
 from guppy.model.gpt import GPT
 from guppy.eval.novelty import novelty_figures, training_sentences
-from guppy.eval.on_topic import held_out_prompts, on_topic_figures, topic_classifier
+from guppy.eval.on_topic import ClassifierElsewhere, held_out_prompts, on_topic_figures, topic_classifier
 from guppy.spec.persona import Persona
 from guppy.model.sampler import complete
 from guppy.eval.turns import chat_prompts, drift, run_chats, turn_figures
@@ -234,7 +234,7 @@ def answer_figures(reply_fn, spec: Persona, data: EvalData, *, seed: int, classi
     samples = min(4, -(-ON_TOPIC_REPLIES // max(1, len(prompts))))
     pairs = [pair for pair in prompts for _ in range(samples)]
     replies = reply_fn([p for _, p in pairs])
-    test = [(t, c[-1]["content"]) for t, convs in sorted(data.test_by_topic.items()) for c in convs[:CEILING_PER_TOPIC]]
+    test = ceiling_test(data)
     novelty = novelty_figures(replies, data.train_replies, data.train_sentences)
     novelty["ci"] = mean_ci(1 - per_prompt(novelty.pop("_copied"), samples), seed)  # of novel = 1 - copied
     ceiling_novelty = novelty_figures([r for _, r in test], data.train_replies, data.train_sentences)
@@ -249,6 +249,11 @@ def answer_figures(reply_fn, spec: Persona, data: EvalData, *, seed: int, classi
     return out
 
 
+def ceiling_test(data: EvalData) -> list[tuple[str, str]]:
+    """(topic, reply) of the test split, up to CEILING_PER_TOPIC a topic: the on-topic and novelty ceilings' replies."""
+    return [(t, c[-1]["content"]) for t, convs in sorted(data.test_by_topic.items()) for c in convs[:CEILING_PER_TOPIC]]
+
+
 def untrained_like(model, seed: int):
     """The floor: the same architecture, freshly initialized (on the CPU, so a seed gives the same weights
     on any device), never trained; on the model's device."""
@@ -259,15 +264,19 @@ def untrained_like(model, seed: int):
 def measure(model, tokenizer, spec: Persona, data: EvalData, *, samples: int, seed: int, elsewhere=None) -> dict:
     """Every figure for one model on one persona, at one sampling seed: model, floor and ceiling.
 
-    elsewhere: a second process (guppy/elsewhere.py) to fit and ask the topic classifier in while the model
-    samples; None fits it here first."""
+    elsewhere: a second process (guppy/elsewhere.py) where, while the model samples, the topic classifier is fitted
+    and asked, and the ceiling's figures and topics are worked out (none needs the model); None does it all here."""
     classifier = (topic_classifier(data.train_by_topic, spec.language, seed, elsewhere=elsewhere)
                   if data.has_topics else None)
+    ceiling = (elsewhere.submit(reply_figures, spec, ceiling_replies(spec, data), data.train_replies)
+               if elsewhere is not None else None)
+    if isinstance(classifier, ClassifierElsewhere):
+        classifier.ask_ahead([r for _, r in ceiling_test(data)])
     budget = reply_budget(spec, tokenizer, data)  # the model, its floor and the on-topic replies alike
     model_f = score_model(model, tokenizer, spec, data, samples=samples, seed=seed, budget=budget)
     floor_f = score_model(untrained_like(model, seed), tokenizer, spec, data, samples=samples, seed=seed,
                           as_long_as=model_f["reply_chars"], budget=budget)
-    ceiling_f = reply_figures(spec, ceiling_replies(spec, data), data.train_replies)
+    ceiling_f = ceiling.result() if ceiling else reply_figures(spec, ceiling_replies(spec, data), data.train_replies)
     score, per = persona_score(model_f, floor_f, ceiling_f)
     ci = persona_score_ci(model_f.pop("_hits"), floor_f.pop("_hits"), ceiling_f["hit_rate"], seed)
 

@@ -105,9 +105,16 @@ class ClassifierElsewhere:
     def __init__(self, elsewhere, train_by_topic: dict[str, list[str]], language: str, seed: int):
         self.elsewhere = elsewhere
         self.fitted = elsewhere.submit(_fit_there, train_by_topic, language, seed)
+        self.asked: dict[tuple[str, ...], object] = {}  # replies asked about ahead -> the Future of their topics
+
+    def ask_ahead(self, replies: list[str]) -> None:
+        """Have `replies` read now, while the model samples; `predict` of the same replies then only collects."""
+        self.asked[tuple(replies)] = self.elsewhere.submit(_predict_there, replies)
 
     def predict(self, replies: list[str]) -> list[str]:
         self.fitted.result()  # the fit's own error, if it failed, rather than a predict without a classifier
+        if tuple(replies) in self.asked:
+            return self.asked.pop(tuple(replies)).result()
         return self.elsewhere.submit(_predict_there, replies).result() if replies else []
 
 
