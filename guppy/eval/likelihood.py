@@ -50,9 +50,9 @@ def tokens_starting_with(tokenizer, words: tuple[str, ...]) -> list[list[int]]:
 
 
 def rows_at_once(model, on_a_cpu: int) -> int:
-    """Rows per forward: `on_a_cpu` on a CPU, 16x as many on a GPU, where a forward of a few rows is launch-bound
-    and each batch waits for its result (guppy's lift: 180 forwards of 32 rows)."""
-    return on_a_cpu if model.lm_head.weight.device.type == "cpu" else 16 * on_a_cpu
+    """Rows per forward: 16x `on_a_cpu` on an NVIDIA GPU, where a forward of a few rows is launch-bound and each
+    batch waits for its result (guppy's lift: 180 forwards of 32 rows); elsewhere (a CPU, mps) `on_a_cpu`."""
+    return 16 * on_a_cpu if model.lm_head.weight.device.type == "cuda" else on_a_cpu
 
 
 @torch.no_grad()
