@@ -268,15 +268,15 @@ def measure(model, tokenizer, spec: Persona, data: EvalData, *, samples: int, se
     and asked, and the ceiling's figures and topics are worked out (none needs the model); None does it all here."""
     classifier = (topic_classifier(data.train_by_topic, spec.language, seed, elsewhere=elsewhere)
                   if data.has_topics else None)
-    ceiling = (elsewhere.submit(reply_figures, spec, ceiling_replies(spec, data), data.train_replies)
-               if elsewhere is not None else None)
+    ceiling_of = (spec, ceiling_replies(spec, data), data.train_replies)  # reply_figures' arguments
+    ceiling = elsewhere.submit(reply_figures, *ceiling_of) if elsewhere is not None else None
     if isinstance(classifier, ClassifierElsewhere):
         classifier.ask_ahead([r for _, r in ceiling_test(data)])
     budget = reply_budget(spec, tokenizer, data)  # the model, its floor and the on-topic replies alike
     model_f = score_model(model, tokenizer, spec, data, samples=samples, seed=seed, budget=budget)
     floor_f = score_model(untrained_like(model, seed), tokenizer, spec, data, samples=samples, seed=seed,
                           as_long_as=model_f["reply_chars"], budget=budget)
-    ceiling_f = ceiling.result() if ceiling else reply_figures(spec, ceiling_replies(spec, data), data.train_replies)
+    ceiling_f = ceiling.result() if ceiling is not None else reply_figures(*ceiling_of)
     score, per = persona_score(model_f, floor_f, ceiling_f)
     ci = persona_score_ci(model_f.pop("_hits"), floor_f.pop("_hits"), ceiling_f["hit_rate"], seed)
 

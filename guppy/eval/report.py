@@ -153,15 +153,17 @@ def write_report(paths: RunPaths, report: dict, elsewhere=None) -> None:
     meanwhile; matplotlib's import and the drawing were ~0.9 s of a GPU `guppy eval`."""
     with atomic_dir(paths.eval, kind="eval", overwrite=True) as tmp:
         charts = [(bar_chart, report, tmp / "associations.png"), (turns_chart, report, tmp / "turns.png")]
-        drawn = [elsewhere.submit(*chart) for chart in charts] if elsewhere is not None else []
+        drawn = [elsewhere.submit(*chart) for chart in charts] if elsewhere is not None else None
         (tmp / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         if paths.loss_plot.exists():
             shutil.copy(paths.loss_plot, tmp / "loss.png")
         (tmp / "report.md").write_text(markdown(report, has_loss=paths.loss_plot.exists()), encoding="utf-8")
-        for chart in charts if elsewhere is None else []:
-            chart[0](*chart[1:])
-        for future in drawn:
-            future.result()  # drawn, or its error raised, before the folder is swapped in
+        if drawn is None:
+            for draw, *args in charts:
+                draw(*args)
+        else:
+            for future in drawn:
+                future.result()  # drawn, or its error raised, before the folder is swapped in
 
 
 def markdown(report: dict, *, has_loss: bool) -> str:
