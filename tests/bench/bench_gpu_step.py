@@ -46,8 +46,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
     p = PRESETS["guppy"]
-    conf = ModelConfig(vocab_size=args.vocab, **{k: p[k] for k in ("n_layer", "n_head", "d_model", "d_ff", "context")})
+    conf = ModelConfig(vocab_size=args.vocab, **{k: p[k] for k in ("n_layer", "n_head", "d_model", "d_ff", "context",
+                                                              "activation")})
     model = GPT(conf).cuda()
+    if not p.get("learn_block_norms", True):  # as the trainer does for the preset
+        model.freeze_block_norms()
     x = torch.randint(0, args.vocab, (args.batch, conf.context), device="cuda")
     peak = bf16_matmul_flops("cuda")
     flops = model.flops_per_token()
@@ -105,7 +108,7 @@ def main() -> None:
                 opt.step()
                 opt.zero_grad(set_to_none=True)
             torch.cuda.synchronize()
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60))
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=60))
 
 
 if __name__ == "__main__":

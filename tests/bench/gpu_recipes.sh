@@ -8,6 +8,7 @@
 #   bash tests/bench/gpu_recipes.sh guppy-gelu   # the guppy preset with GELU (its ReLU runs: `steps`' first job)
 #   bash tests/bench/gpu_recipes.sh personas     # the tiny preset on every shipped persona, its own data
 #   bash tests/bench/gpu_recipes.sh norms        # the guppy preset with its blocks' LayerNorms fixed (issue 26)
+#   bash tests/bench/gpu_recipes.sh fewer        # the guppy preset in 250-270 steps, shorter warm-ups (issue 26)
 set -uo pipefail
 export PYTHONUNBUFFERED=1 GUPPY_CACHE=$PWD/runs/cache
 mkdir -p "${OUT:-runs}"
@@ -27,12 +28,17 @@ for WHAT in "${@:-steps}"; do
     norms)  # the guppy preset with the blocks' LayerNorms learned (as it was) and fixed, and fixed in fewer steps
         jobs+=(--job '{"preset": "guppy", "learn_block_norms": true}' --job '{"preset": "guppy", "learn_block_norms": false}'
                --job '{"preset": "guppy", "learn_block_norms": false, "max_steps": 270}') ;;
+    fewer)  # the preset as it is, then fewer steps with a shorter warm-up, one with a higher learning rate
+        for j in '"max_steps": 300' '"max_steps": 270, "warmup_steps": 60' '"max_steps": 250, "warmup_steps": 50' \
+                 '"max_steps": 250, "warmup_steps": 50, "lr": 1.3e-2'; do
+            jobs+=(--job "{\"preset\": \"guppy\", $j}")
+        done ;;
     personas)  # each persona's data first (generate-data's own processes: the cores here, up to 8)
         for p in guppy cat plant kingyo tuantuan lorenzo; do
             [ -d "runs/$p/data" ] || python3 cli.py generate-data "$p" > /dev/null
             jobs+=(--job "{\"persona\": \"$p\", \"preset\": \"tiny\"}")
         done ;;
-    *) echo "unknown set: $WHAT (steps, activation, guppy-gelu, personas, norms)" >&2; exit 2 ;;
+    *) echo "unknown set: $WHAT (steps, activation, guppy-gelu, personas, norms, fewer)" >&2; exit 2 ;;
     esac
 done
 python3 tests/bench/bench_optim.py --device cuda --parallel "${PARALLEL:-4}" --threads "${THREADS:-4}" --train-seeds 0,1,2 \
