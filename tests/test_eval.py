@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from cli import app
 from guppy.eval.commands import compare, evaluate
-from guppy.eval.evaluate import ceiling_replies, eval_data_from, persona_score, reply_figures, score_model, untrained_like
+from guppy.eval.evaluate import eval_data_from, persona_score, score_model, untrained_like
+from guppy.eval.replies import ceiling_replies, reply_figures
 from guppy.presets import PRESETS
 from tests.bench.shuffle_replies import shuffled_replies
 from tests.conftest import FOOD, MINI_PERSONA, write_persona
@@ -327,6 +328,15 @@ def test_the_classifier_fitted_in_a_second_process_reads_replies_as_the_one_fitt
     with Elsewhere(warm=SKLEARN) as elsewhere:
         there = measure(model, tokenizer, spec, data, samples=2, seed=0, elsewhere=elsewhere)
     assert there == here  # every figure, the ceiling's worked out there too
+
+    # guppy eval gives the ceiling to a third process (the charts', idle until the report): the same figures, and
+    # the ceiling's reply_figures is what goes there.
+    with Elsewhere(warm=SKLEARN) as elsewhere, Elsewhere() as third:
+        sent, send = [], third.submit
+        third.submit = lambda fn, *args: sent.append(fn.__name__) or send(fn, *args)
+        assert measure(model, tokenizer, spec, data, samples=2, seed=0, elsewhere=elsewhere,
+                       ceiling_elsewhere=third) == here
+    assert sent == ["reply_figures"]
     assert here["on_topic"]["model"] > 0.5  # the classifier read replies (not vacuous)
     assert measure(model, tokenizer, spec, data, samples=2, seed=0)["on_topic"] == here["on_topic"]  # from the cache
     monkeypatch.setenv("GUPPY_CACHE", str(tmp_path / "empty again"))

@@ -21,8 +21,8 @@ from guppy.config import EVAL_SAMPLES
 from guppy.data.reader import load_conversations
 from guppy.elsewhere import MATPLOTLIB, SKLEARN, Elsewhere
 from guppy.errors import GuppyError
-from guppy.eval.evaluate import (EvalData, ceiling_replies, eval_data_from, measure, persona_score, reply_figures,
-                            score_model, untrained_like)
+from guppy.eval.evaluate import EvalData, eval_data_from, measure, persona_score, score_model, untrained_like
+from guppy.eval.replies import ceiling_replies, reply_figures
 from guppy.spec.language import is_spaced
 from guppy.store.dataset_cache import dataset_key, entry, save_entry
 from guppy.store.paths import COMPARE_DIR, RunPaths
@@ -119,7 +119,8 @@ def evaluate(*, persona: str, run: Path | None = None, samples: int = EVAL_SAMPL
     paths = RunPaths.for_persona(loaded.spec.name, run)
     check_output(paths.eval, "eval")  # before minutes of work: may the old report be replaced?
     # On a GPU, the topic classifier is fitted and asked in a second process, and the charts drawn in a third
-    # (guppy/elsewhere.py): they start now, so that their imports overlap the model's loading and sampling.
+    # (guppy/elsewhere.py): they start now, so that their imports overlap the model's loading and sampling. The
+    # third, idle until the report, works out the ceiling's figures first.
     gpu = device != "cpu"
     with (Elsewhere(warm=SKLEARN) if gpu else nullcontext()) as fitting, \
             (Elsewhere(warm=MATPLOTLIB) if gpu else nullcontext()) as drawing:
@@ -127,7 +128,8 @@ def evaluate(*, persona: str, run: Path | None = None, samples: int = EVAL_SAMPL
         eval_data = load_eval_data(paths, loaded.spec.name, data)
         with output_lock(paths.eval):  # a second eval of the same run is refused, not interleaved
             reports = [report_json(loaded.spec, measure(model, tokenizer, loaded.spec, eval_data, samples=samples,
-                                                        seed=seed, elsewhere=fitting),
+                                                        seed=seed, elsewhere=fitting,
+                                                        ceiling_elsewhere=drawing),
                                    run=paths.root, seed=seed, samples=samples)
                        for seed in seeds]
             report = reports[0]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,13 +35,14 @@ import torch
 from guppy.config import CHAT
 from guppy.eval.confidence import mean_ci, normalized, on_topic_ci, persona_score_ci
 from guppy.errors import GuppyError
-from guppy.spec.language import is_spaced, units
+from guppy.spec.language import is_spaced
 from guppy.eval.likelihood import bits_per_byte, lift
 from guppy.model.gpt import GPT
 from guppy.eval.novelty import novelty_figures, training_sentences
 from guppy.eval.on_topic import ClassifierElsewhere, held_out_prompts, on_topic_figures, topic_classifier
 from guppy.spec.persona import Persona
 from guppy.model.sampler import complete
+from guppy.eval.replies import ceiling_replies, reply_figures
 from guppy.eval.turns import chat_prompts, drift, run_chats, turn_figures
 
 MAX_HELD_OUT = 24  # held-out prompts per association: enough for a stable rate, quick on a CPU
@@ -125,28 +127,6 @@ def association_prompts(spec: Persona, data: EvalData | None, seed: int) -> dict
     return out
 
 
-def distinct_n(replies: list[str], n: int, language: str = "en") -> float:
-    """Share of distinct n-grams of words (of characters, for a language written without spaces)."""
-    grams = [tuple(w[i:i + n]) for w in (units(r, language) for r in replies) for i in range(len(w) - n + 1)]
-    return len(set(grams)) / max(1, len(grams))
-
-
-def reply_figures(spec: Persona, replies_by_assoc: dict[str, list[str]], train_replies: set[str]) -> dict:
-    """Everything measured on a set of replies: hits, style, diversity, memorization."""
-    hit = {a: sum(map(spec.associations[a].hit, rs)) / max(1, len(rs)) for a, rs in replies_by_assoc.items()}
-    every = [r for rs in replies_by_assoc.values() for r in rs]
-    checks = [spec.style.check(r) for r in every]
-    style = {rule: sum(c[rule] for c in checks) / max(1, len(checks)) for rule in (checks[0] if checks else {})}
-    return {
-        "hit_rate": hit,
-        "style": style,
-        "style_all": sum(all(c.values()) for c in checks) / max(1, len(checks)),
-        "distinct_1": distinct_n(every, 1, spec.language),
-        "distinct_2": distinct_n(every, 2, spec.language),
-        "memorized": sum(r in train_replies for r in every) / max(1, len(every)),
-    }
-
-
 def reply_budget(spec: Persona, tokenizer, data: EvalData | None, default: int = 48) -> int:
     """Tokens a sampled reply may have. English keeps 48 tokens (and an uncut floor: the yardstick its
     published scores were measured with); a language written without spaces gets the 95th percentile
@@ -179,15 +159,6 @@ def per_prompt(flags: list[float], samples: int) -> np.ndarray:
     """The mean of each prompt's `samples` consecutive values: the unit the bootstrap resamples."""
     x = np.asarray(flags, dtype=float)
     return x.reshape(-1, samples).mean(axis=1) if len(x) else x
-
-
-def ceiling_replies(spec: Persona, data: EvalData | None) -> dict[str, list[str]]:
-    """The training data's own replies on each association's topics: what a perfect student says."""
-    if data is None:
-        return {a: [] for a in spec.associations}
-    return {name: [r for t in (assoc.topics or list(spec.topics)) if data.has_topics for r in data.train_by_topic.get(t, [])]
-            or [r for rs in data.train_by_topic.values() for r in rs]  # no topics: every reply may show it
-            for name, assoc in spec.associations.items()}
 
 
 def score_model(model, tokenizer, spec: Persona, data: EvalData | None, *, samples: int, seed: int,
@@ -261,21 +232,63 @@ def untrained_like(model, seed: int):
     return GPT(model.config).to(model.lm_head.weight.device).eval()
 
 
-def measure(model, tokenizer, spec: Persona, data: EvalData, *, samples: int, seed: int, elsewhere=None) -> dict:
+FLOOR_KIND = "eval-floor"  # the floor's figures, cached (guppy/store/dataset_cache.py)
+PACKAGE = Path(__file__).resolve().parents[1]
+FLOOR_CODE = sorted([*(PACKAGE / "eval").glob("*.py"), *(PACKAGE / "model").glob("*.py"), *(PACKAGE / "spec").glob("*.py")])
+
+
+def floor_figures(model, tokenizer, spec: Persona, data: EvalData, *, samples: int, seed: int, budget: int,
+                  as_long_as: dict[str, list[int]]) -> dict:
+    """score_model's figures for `untrained_like(model, seed)`, cached: they depend on the model's shape and
+    vocabulary, never on its weights, so a second eval of a run, or of a run trained again, reads them (0.6 s of a
+    GPU `guppy eval`). The key holds everything they are made of: the shape, the tokenizer, the persona spec, the
+    data's prompts and replies, samples, seed, budget, the model's reply lengths where the floor is cut to them
+    (a language written without spaces), torch's version and the device, and this code (eval, model, spec)."""
+    import hashlib
+    import json
+
+    from guppy.store.dataset_cache import entry, save_entry
+
+    device = model.lm_head.weight.device
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps([model.config.model_dump(), spec.model_dump(mode="json"), samples, seed, budget,
+                         None if is_spaced(spec.language) else as_long_as, torch.__version__, where]).encode())
+    h.update(tokenizer.tokenizer.to_str().encode())
+    h.update(json.dumps([data.test_by_topic, sorted(data.train_replies)]).encode())
+    for f in FLOOR_CODE:
+        h.update(f.read_bytes())
+    path = entry(FLOOR_KIND, h.hexdigest()) / "floor.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # not there, or unreadable: measure it
+        pass
+    figures = score_model(untrained_like(model, seed), tokenizer, spec, data, samples=samples, seed=seed,
+                          as_long_as=as_long_as, budget=budget)
+    text = json.dumps(figures, ensure_ascii=False)
+    save_entry(FLOOR_KIND, h.hexdigest(), lambda tmp: (tmp / "floor.json").write_text(text, encoding="utf-8"),
+               keep=8, done="floor.json")
+    return json.loads(text)  # what a cached read gives, to the bit (floats keep their value through JSON)
+
+
+def measure(model, tokenizer, spec: Persona, data: EvalData, *, samples: int, seed: int, elsewhere=None,
+            ceiling_elsewhere=None) -> dict:
     """Every figure for one model on one persona, at one sampling seed: model, floor and ceiling.
 
     elsewhere: a second process (guppy/elsewhere.py) where, while the model samples, the topic classifier is fitted
-    and asked, and the ceiling's figures and topics are worked out (none needs the model); None does it all here."""
+    and asked; None does it all here. ceiling_elsewhere: where the ceiling's figures (none needs the model) are
+    worked out meanwhile; default `elsewhere`."""
+    ceiling_elsewhere = ceiling_elsewhere or elsewhere
+    ceiling_of = (spec, ceiling_replies(spec, data), data.train_replies)  # reply_figures' arguments
+    ceiling = ceiling_elsewhere.submit(reply_figures, *ceiling_of) if ceiling_elsewhere is not None else None
     classifier = (topic_classifier(data.train_by_topic, spec.language, seed, elsewhere=elsewhere)
                   if data.has_topics else None)
-    ceiling_of = (spec, ceiling_replies(spec, data), data.train_replies)  # reply_figures' arguments
-    ceiling = elsewhere.submit(reply_figures, *ceiling_of) if elsewhere is not None else None
     if isinstance(classifier, ClassifierElsewhere):
         classifier.ask_ahead([r for _, r in ceiling_test(data)])
     budget = reply_budget(spec, tokenizer, data)  # the model, its floor and the on-topic replies alike
     model_f = score_model(model, tokenizer, spec, data, samples=samples, seed=seed, budget=budget)
-    floor_f = score_model(untrained_like(model, seed), tokenizer, spec, data, samples=samples, seed=seed,
-                          as_long_as=model_f["reply_chars"], budget=budget)
+    floor_f = floor_figures(model, tokenizer, spec, data, samples=samples, seed=seed, budget=budget,
+                            as_long_as=model_f["reply_chars"])
     ceiling_f = ceiling.result() if ceiling is not None else reply_figures(*ceiling_of)
     score, per = persona_score(model_f, floor_f, ceiling_f)
     ci = persona_score_ci(model_f.pop("_hits"), floor_f.pop("_hits"), ceiling_f["hit_rate"], seed)

@@ -36,7 +36,7 @@ def timed(module, name: str) -> None:
 
 for name in ("load_model", "load_eval_data", "measure", "write_report", "evaluate"):
     timed(commands, name)
-for name in ("score_model", "untrained_like", "answer_figures", "run_chats", "turn_figures", "reply_figures"):
+for name in ("score_model", "untrained_like", "answer_figures", "run_chats", "turn_figures"):
     timed(evaluate, name)
 timed(on_topic.ClassifierElsewhere, "predict")
 print(f"{time.time() - LAUNCHED:6.2f}  imported", file=sys.stderr)
