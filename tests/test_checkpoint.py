@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 
 from guppy.errors import GuppyError
-from guppy.model.checkpoint import load_model, save_checkpoint
+from guppy.model.checkpoint import CheckpointWriter, load_model, load_trainer_state, save_checkpoint
 from guppy.model.gpt import GPT, ModelConfig
 from tests.test_data import fish_corpus
 
@@ -154,3 +154,30 @@ def test_a_checkpoint_folder_copied_elsewhere_still_loads(tmp_path, tokenizer):
     folder = save(tmp_path / "ckpt", small_model(tokenizer), tokenizer)
     moved = shutil.copytree(folder, tmp_path / "elsewhere" / "model")
     assert load_model(moved)[1].fingerprint() == tokenizer.fingerprint()
+
+
+def test_a_checkpoint_written_in_the_background_holds_the_state_it_was_asked_for(tmp_path, tokenizer):
+    """The trainer goes on stepping while CheckpointWriter writes: the weights and moments it saves are the ones
+    of the step it was asked at, though they change in place right after (as the next optimizer step does)."""
+    model, moments = small_model(tokenizer), {"optim.0.exp_avg": torch.ones(3)}
+    info = {"step": 1, "best_step": 1, "steps_logged": 0, "best_loss": 2.5, "loss_sum": 0.0}
+    want = {k: v.clone() for k, v in model.state_dict().items()}
+    with CheckpointWriter() as writer:
+        writer.save(tmp_path / "ckpt", model=model, tokenizer=tokenizer, meta={"step": 1},
+                    state=(moments, info))
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0)
+        moments["optim.0.exp_avg"].mul_(7)
+    loaded, _, meta = load_model(tmp_path / "ckpt")
+    assert meta["step"] == 1 and all(torch.equal(loaded.state_dict()[k], v) for k, v in want.items())
+    tensors, saved = load_trainer_state(tmp_path / "ckpt")
+    assert torch.equal(tensors["optim.0.exp_avg"], torch.ones(3)) and saved == info
+
+
+def test_a_failed_background_write_is_raised_when_the_writer_is_left(tmp_path, tokenizer):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(GuppyError, match="cannot write here"):
+        with CheckpointWriter() as writer:
+            writer.save(tmp_path / "file" / "ckpt", model=small_model(tokenizer), tokenizer=tokenizer, meta={})
+

@@ -8,9 +8,8 @@ def test_the_floor_is_measured_once_per_shape_vocabulary_and_data_then_read(mini
     guppy/eval/evaluate.py: floor_figures caches it. A second measure reads it, the same figures without building
     an untrained model; another seed, another sample count or other weights of another shape measure it again."""
     import guppy.eval.evaluate as evaluate_module
-    from guppy.eval.evaluate import untrained_like
     from guppy.eval.commands import load_eval_data
-    from guppy.eval.evaluate import measure
+    from guppy.eval.evaluate import measure, untrained_like
     from guppy.model.checkpoint import load_model
     from guppy.model.gpt import GPT
     from guppy.spec.personas import load_persona

@@ -296,3 +296,25 @@ def test_gradient_accumulation_takes_the_same_steps(tmp_path, corpus, optimizer)
     a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
     # float noise only: measured 2.4e-3 (AdamW) and 2.7e-4 (Muon) of the weights at 1 and at 2 threads
     assert weights_differ_by(a, b) < 1e-2
+
+
+def test_the_gpu_warm_up_leaves_the_model_and_random_state_as_they_were():
+    """guppy/train/warm_up.py runs a forward and backward before the optimizer exists (on a GPU, while torch._dynamo
+    imports): afterwards no gradient, the same weights and the same random state, so the run is the run without it.
+    The module it imports meanwhile is imported; one that cannot be is left to whoever needs it."""
+    from contextlib import nullcontext
+
+    from guppy.model.gpt import GPT, ModelConfig
+    from guppy.train.warm_up import warm_up
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=50, context=16, n_layer=1, n_head=2, d_model=16, d_ff=32, dropout=0.1))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randint(0, 50, (4, 16))
+    rng = torch.get_rng_state()
+    sys.modules.pop("colorsys", None)
+    warm_up(model, x, x, nullcontext(), importing=("colorsys", "no_such_module_here"))
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(torch.get_rng_state(), rng) and "colorsys" in sys.modules
+    assert sys.getswitchinterval() == pytest.approx(0.005)

@@ -16,9 +16,11 @@ a stranger cannot run code.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import random
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -59,6 +61,37 @@ def save_checkpoint(folder: Path, *, model, tokenizer, meta: dict,
         meta = {"format": FORMAT, "model": model.config.model_dump(), **meta, "tokenizer": tokenizer.fingerprint(),
                 "files": files}
         (tmp / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+class CheckpointWriter:
+    """save_checkpoint in a thread of its own, so that training goes on while a checkpoint is written (~0.25 s
+    each of a GPU run of the guppy preset). What is saved is copied first, here: the steps that follow change the
+    weights and the optimizer's moments in place. `wait()` (or leaving it as a context manager) returns once every
+    checkpoint asked for is on disk, or raises what failed; the trainer waits before its run folder is moved into place."""
+
+    def __init__(self):
+        self.pool = ThreadPoolExecutor(max_workers=1)  # one at a time, in the order asked
+        self.pending: list[Future] = []
+
+    def save(self, folder: Path, *, model, tokenizer, meta: dict,
+             state: tuple[dict[str, torch.Tensor], dict] | None = None) -> None:
+        model = copy.deepcopy(model).to("cpu")
+        if state is not None:
+            tensors, info = state
+            state = {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}, copy.deepcopy(info)
+        self.pending.append(self.pool.submit(save_checkpoint, folder, model=model, tokenizer=tokenizer,
+                                             meta=copy.deepcopy(meta), state=state))
+
+    def wait(self) -> None:
+        pending, self.pending = self.pending, []
+        for future in pending:
+            future.result()
+
+    def __enter__(self) -> CheckpointWriter:
+        return self
+
+    def __exit__(self, *error) -> None:  # also after an error: nothing is written into a folder being removed
+        self.wait()
 
 
 # ---------------------------------------------------------------------------------- load

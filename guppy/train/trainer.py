@@ -31,7 +31,7 @@ import torch
 from guppy.config import TrainConfig, resolve_config
 from guppy.store.atomic import atomic_dir, atomic_file, check_output, output_lock
 from guppy.model.checkpoint import (has_resumable, load_resumable, restore_resumable, resumable_state,
-                              rng_tensors, save_checkpoint)
+                              rng_tensors, CheckpointWriter)
 from guppy.data.reader import flat_messages, load_conversations, pack, pack_whole, tokenize
 from guppy.elsewhere import MATPLOTLIB, Elsewhere
 from guppy.errors import GuppyError
@@ -41,6 +41,7 @@ from guppy.store.run_folder import SavedInterrupt, StopOnInterrupt, resume_comma
 from guppy.train.batches import Batches, data_hash
 from guppy.train.metrics import Metrics, plot_losses, progress_bar
 from guppy.train.processes import Processes
+from guppy.train.warm_up import warm_up
 
 
 # torch.compile, measured on an H100 (guppy shape, batch 256): ~20 s to compile (cold cache) for a
@@ -159,9 +160,16 @@ class Trainer:
         self.model = GPT(self.mconf).to(procs.device)
         if not cfg.learn_block_norms:
             self.model.freeze_block_norms()
+        # bf16 autocast on CUDA only: a CPU gains nothing from it here, and on mps bf16 needs a recent macOS
+        # and fp16 a gradient scaler, so Apple's GPU trains in fp32 (the tiny models fit either way).
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.on_cuda else nullcontext()
+        if self.on_cuda:  # the first step's kernels load while torch.optim's imports run (guppy/train/warm_up.py)
+            rows = slice(0, self.batches.micro)
+            warm_up(self.model, self.test_x[rows].to(procs.device), self.test_y[rows].to(procs.device), self.autocast)
         self.optimizer = build_optimizer(self.model, name=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                          betas=(0.9, cfg.beta2), device_type=procs.device_type)
         self.step, self.best_loss, self.best_step = 0, math.inf, -1
+        self.writer = CheckpointWriter()  # checkpoints are written while training goes on
         # The training loss summed over the steps since the last log, kept on the device (reading it
         # waits for the GPU); a checkpoint carries it, so a resumed run logs the same averages.
         self.loss_sum, self.steps_logged = torch.zeros((), device=procs.device), 0
@@ -170,9 +178,6 @@ class Trainer:
         procs.barrier()
         self.compiled = cfg.compile == "on" or (cfg.compile == "auto" and self.on_cuda
                                                 and cfg.max_steps >= COMPILE_PAYS_AFTER)
-        # bf16 autocast on CUDA only: a CPU gains nothing from it here, and on mps bf16 needs a recent macOS
-        # and fp16 a gradient scaler, so Apple's GPU trains in fp32 (the tiny models fit either way).
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.on_cuda else nullcontext()
 
     def _test_rows(self, test_data, data: Path) -> tuple[torch.Tensor, torch.Tensor]:
         """The held-out rows, packed once as the train rows are, in stored order."""
@@ -243,7 +248,7 @@ class Trainer:
                     "loss_sum": self.loss_sum.item(), "steps_logged": self.steps_logged}
             state = resumable_state(self.optimizer, self.procs.gather(rng_tensors()), info)
         if self.procs.main:
-            save_checkpoint(folder, model=self.model, tokenizer=self.tokenizer, meta=meta, state=state)
+            self.writer.save(folder, model=self.model, tokenizer=self.tokenizer, meta=meta, state=state)
 
     def checkpoint(self, test_loss: float) -> None:
         """ckpt/best when the held-out loss is the lowest yet; ckpt/last (resumable) always."""
@@ -279,7 +284,7 @@ class Trainer:
         self.seconds = {"train": 0.0, "prepare": self.tick - self.started, "eval": 0.0, "checkpoint": 0.0}
         bar, task = progress_bar(procs.main and progress, cfg.max_steps)
         model.train()
-        with bar, StopOnInterrupt(not procs.ddp) as stop:
+        with self.writer, bar, StopOnInterrupt(not procs.ddp) as stop:  # the writer's exit: every checkpoint written
             bar.update(task, completed=start)
             for step in range(start, cfg.max_steps + 1):
                 self.step = step
@@ -302,8 +307,8 @@ class Trainer:
                 self.steps_logged += 1
                 if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
                     self._log(metrics, step, lr, bar, task)
-        if procs.main:
-            self._plot(metrics, f"{self.paths.root.name}: {cfg.preset}, {self.model.num_params() / 1e6:.2f}M parameters")
+            if procs.main:  # drawn while the last checkpoints are written
+                self._plot(metrics, f"{self.paths.root.name}: {cfg.preset}, {self.model.num_params() / 1e6:.2f}M parameters")
         procs.barrier()
         return self._summary(metrics, start, test_loss)
 
