@@ -108,6 +108,9 @@ class TrainConfig(Shape):
     device: Device = Field("auto", description=DEVICE_HELP)
     compile: Literal["auto", "on", "off"] = Field("auto", description=(
         "torch.compile: auto compiles on CUDA for runs of 10,000 steps or more (where it pays back), never on CPU."))
+    cuda_graph: bool = Field(True, description=(
+        "On one GPU, capture a training step as a CUDA graph and replay it (not with dropout, grad_accum > 1, "
+        "several processes or compile): the CPU no longer launches each kernel."))
     vocab_size: int = Field(4096, ge=300, le=262_144, description="Tokens the tokenizer may learn (a small corpus yields fewer).")
     test_size: float = Field(GENERATE.test_size, gt=0, lt=1,
                              description="Held-out share when a dataset file has no test split.")

@@ -26,6 +26,20 @@ def test_a_gpu_run_learns_as_a_cpu_run_does(tmp_path, corpus):
     assert gpu["best_test_loss"] == pytest.approx(cpu["best_test_loss"], rel=0.05)
 
 
+def test_steps_replayed_as_a_cuda_graph_learn_as_steps_in_the_open(tmp_path, corpus):
+    """guppy/train/captured.py: a step captured once and replayed gives the curve of steps launched one by one
+    (its loss is summed over every position, so in another order: the last bits differ, not more)."""
+    replayed = train(persona="fish", data=corpus, out=tmp_path / "graph", max_steps=STEPS, learn_block_norms=False,
+                     **GPU)
+    launched = train(persona="fish", data=corpus, out=tmp_path / "open", max_steps=STEPS, learn_block_norms=False,
+                     cuda_graph=False, **GPU)
+    assert "CUDA graph" in replayed["device"] and "CUDA graph" not in launched["device"]
+    curve = losses(tmp_path / "graph")
+    assert curve[-1] < 0.5 * curve[0]
+    assert curve == pytest.approx(losses(tmp_path / "open"), rel=1e-2)
+    assert replayed["best_test_loss"] == pytest.approx(launched["best_test_loss"], rel=1e-2)
+
+
 def test_a_gpu_run_resumes_exactly_after_ctrl_c(tmp_path, corpus):
     """With the blocks' LayerNorms fixed, as the guppy preset trains on a GPU."""
     whole = tmp_path / "whole"

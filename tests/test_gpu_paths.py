@@ -1,6 +1,7 @@
 """The trainer's speed-ups made for the GPU, checked on a CPU (CI has no GPU; tests/test_cuda.py runs them on one):
 Muon's batched Newton-Schulz (guppy/train/optim.py), the cache of prepared data (guppy/train/prepared.py), the
-next epoch packed while this one trains (guppy/train/batches.py) and the blocks' fixed LayerNorms (guppy/model/gpt.py)."""
+next epoch packed while this one trains (guppy/train/batches.py), the blocks' fixed LayerNorms (guppy/model/gpt.py)
+and the step a GPU captures as a CUDA graph (guppy/train/captured.py), run in the open."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from guppy.train.batches import Batches
 from guppy.train.processes import Processes
 from tests.test_train import FAST, STEPS, assert_same_run, interrupt, losses, resolve_config, weights
 from tests.test_train import corpus, micro_preset  # noqa: F401 (fixtures)
+from tests.conftest import weights_differ_by
 
 
 def test_batched_muon_steps_as_torchs_muon_does():
@@ -121,3 +123,69 @@ def test_fixed_block_norms_stay_at_one_and_zero_while_the_model_learns(tmp_path,
     train(persona="fish", data=corpus, out=tmp_path / "fish", max_steps=STEPS, learn_block_norms=False, resume=True,
           **cpu)
     assert_same_run(tmp_path / "fish", run)
+
+
+def test_the_loss_over_every_position_is_the_loss_over_the_targets():
+    """A CUDA graph needs shapes that do not depend on the targets: the loss over every position, -1 ignored, is the
+    loss over the positions that have one (and its gradients are theirs)."""
+    from guppy.model.gpt import GPT, ModelConfig
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=60, context=16, n_layer=2, n_head=2, d_model=32, d_ff=64))
+    x = torch.randint(0, 60, (4, 16))
+    y = x.masked_fill(torch.rand(x.shape) < 0.5, -1)
+    grads = []
+    for every in (False, True):
+        model.zero_grad()
+        logits, loss = model(x, y, reduction="sum", every_position=every)
+        loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+        assert logits.shape == ((4, 16, 60) if every else ((y != -1).sum().item(), 60))
+        assert loss.item() == pytest.approx(model(x, y, reduction="sum")[1].item(), rel=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+
+
+def test_a_step_for_a_cuda_graph_run_in_the_open_is_the_trainers_step():
+    """guppy/train/captured.py's step, with its learning rate and loss scale in tensors and its loss over every
+    position, moves the weights as the trainer's step does (same optimizers, Muon batched as on a GPU), and adds the
+    same losses to the log's sum; the learning rate set between steps reaches both optimizers."""
+    from contextlib import nullcontext
+
+    from guppy.model.gpt import GPT, ModelConfig
+    from guppy.train.captured import CapturedSteps
+    from guppy.train.optim import Optimizers, set_lr
+
+    def model_and_optimizers():
+        torch.manual_seed(0)
+        model = GPT(ModelConfig(vocab_size=60, context=16, n_layer=2, n_head=2, d_model=32, d_ff=64))
+        hidden = {id(p) for p in model.hidden_matrices()}
+        muon = Muon([p for p in model.parameters() if id(p) in hidden], lr=0.02, weight_decay=0.1,
+                    adjust_lr_fn="match_rms_adamw", batched=True)
+        adamw = torch.optim.AdamW([p for p in model.parameters() if id(p) not in hidden], lr=0.02, foreach=False)
+        return model, Optimizers(muon, adamw)
+
+    torch.manual_seed(1)
+    batches = [torch.randint(0, 60, (4, 16)) for _ in range(4)]
+    targets = [b.masked_fill(torch.rand(b.shape) < 0.4, -1) for b in batches]
+    lrs = [0.02, 0.01, 0.005, 0.0]
+    (model, optimizer), (theirs, their_optimizer) = model_and_optimizers(), model_and_optimizers()
+    logged, their_logged = torch.zeros(()), torch.zeros(())
+    steps = CapturedSteps(theirs, their_optimizer, autocast=nullcontext(), grad_clip=1.0, loss_sum=their_logged)
+    for x, y, lr in zip(batches, targets, lrs):
+        n = int((y != -1).sum())
+        set_lr(optimizer, lr)
+        _, loss = model(x, y, reduction="sum")
+        loss = loss / n
+        loss.backward()
+        logged += loss.detach()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        set_lr(their_optimizer, lr)
+        steps(x, y, n)
+    assert all(isinstance(g["lr"], torch.Tensor) and g["lr"].item() == 0.0 for g in their_optimizer.param_groups)
+    assert their_logged.item() == pytest.approx(logged.item(), rel=1e-5)
+    start = model_and_optimizers()[0].state_dict()
+    assert max((model.state_dict()[k] - start[k]).abs().max().item() for k in start) > 0.01  # the weights moved
+    assert weights_differ_by(theirs.state_dict(), model.state_dict()) < 1e-4  # summed in another order, no more
+

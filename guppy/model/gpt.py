@@ -125,7 +125,8 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx, targets=None, *, kv_cache=None, pad_mask=None, last_only=False, reduction="mean"):
+    def forward(self, idx, targets=None, *, kv_cache=None, pad_mask=None, last_only=False, reduction="mean",
+                every_position=False):
         """idx (B, T) token ids -> (logits, loss or None).
 
         logits: (B, T, vocab), or (B, 1, vocab) with last_only; with targets, (N, vocab) for just
@@ -135,7 +136,9 @@ class GPT(nn.Module):
         kv_cache: from `new_kv_cache`; idx are then the tokens that follow what it holds.
         pad_mask (B, T) bool: False on left-padding, which nothing attends to and which does
             not count as a position, so a padded prompt gives the same logits as alone.
-        last_only: compute logits for the last position only (sampling needs no more)."""
+        last_only: compute logits for the last position only (sampling needs no more).
+        every_position: with targets, logits (B, T, vocab) at every position, -1 ignored by the loss: no shape
+            depends on the targets, as a CUDA graph needs (guppy/train/captured.py)."""
         B, T = idx.size()
         start = kv_cache.length if kv_cache is not None else 0
         assert start + T <= self.config.context, f"{start + T} tokens > context {self.config.context}"
@@ -157,6 +160,9 @@ class GPT(nn.Module):
         if kv_cache is not None:
             kv_cache.advance(real)
 
+        if targets is not None and every_position:
+            logits = self.lm_head(x)
+            return logits, F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1, reduction=reduction)
         if targets is not None:
             # Only positions with a target need logits. About half of a packed chat row is the
             # user's turn (-1): leaving those out of the largest matmul and the softmax makes

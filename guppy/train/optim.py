@@ -112,7 +112,10 @@ class Muon(torch.optim.Muon):
             if not params:
                 continue
             grads = [p.grad for p in params]
-            buffers = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad)) for p in params]
+            for p in params:  # created on the first step (not a zeros_like every step: a captured step would keep it)
+                if "momentum_buffer" not in self.state[p]:
+                    self.state[p]["momentum_buffer"] = torch.zeros_like(p.grad)
+            buffers = [self.state[p]["momentum_buffer"] for p in params]
             torch._foreach_lerp_(buffers, grads, 1 - group["momentum"])
             updates = torch._foreach_lerp(grads, buffers, group["momentum"]) if group["nesterov"] else buffers
             torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
@@ -132,20 +135,32 @@ class Muon(torch.optim.Muon):
             x = torch.stack([updates[i].mT if t else updates[i] for i, t in zip(members, tall)]).bfloat16()
             x = orthogonalize_stack(x, group["ns_coefficients"], group["ns_steps"], group["eps"])
             x = x.to(params[members[0]].dtype).unbind()
-            torch._foreach_add_([params[i] for i in members], [o.mT if t else o for o, t in zip(x, tall)],
-                                alpha=-group["lr"] * 0.2 * math.sqrt(longest))
+            # lr may be a device tensor (a captured step, guppy/train/captured.py), which `alpha` cannot take
+            steps = torch._foreach_mul([o.mT if t else o for o, t in zip(x, tall)], -group["lr"] * 0.2 * math.sqrt(longest))
+            torch._foreach_add_([params[i] for i in members], steps)
+
+
+def set_lr(optimizer, lr: float) -> None:
+    """Every parameter group's learning rate. A captured step's (guppy/train/captured.py) is a tensor on the GPU,
+    which the graph reads: it is filled in place."""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
 
 
 def build_optimizer(model: torch.nn.Module, *, name: OptimizerName, lr: float, weight_decay: float,
-                    betas: tuple[float, float], device_type: str) -> Optimizers:
+                    betas: tuple[float, float], device_type: str, capturable: bool = False) -> Optimizers:
     """Muon for model.hidden_matrices() (or AdamW for them with name="adamw"); AdamW for the rest.
-    Weight decay on matrices and embeddings, not on biases and LayerNorm gains."""
+    Weight decay on matrices and embeddings, not on biases and LayerNorm gains. capturable: AdamW's step count
+    stays on the GPU, so that its step can be captured as a CUDA graph (guppy/train/captured.py)."""
     hidden = {id(p) for p in model.hidden_matrices()}
     params = [p for p in model.parameters() if p.requires_grad]
     matrices = [p for p in params if id(p) in hidden]
     embeddings = [p for p in params if p.dim() >= 2 and id(p) not in hidden]
     vectors = [p for p in params if p.dim() < 2]
-    adamw = dict(lr=lr, betas=betas, fused=device_type == "cuda")
+    adamw = dict(lr=lr, betas=betas, fused=device_type == "cuda", capturable=capturable)
     if name == "adamw":
         return Optimizers(torch.optim.AdamW([{"params": matrices + embeddings, "weight_decay": weight_decay},
                                              {"params": vectors, "weight_decay": 0.0}], **adamw))

@@ -39,7 +39,9 @@ from guppy.store.paths import RunPaths
 from guppy.spec.personas import persona_run
 from guppy.store.run_folder import SavedInterrupt, StopOnInterrupt, resume_command, training_folder
 from guppy.train.batches import Batches, data_hash
+from guppy.train.captured import CapturedSteps, captures
 from guppy.train.metrics import Metrics, plot_losses, progress_bar
+from guppy.train.optim import set_lr
 from guppy.train.processes import Processes
 from guppy.train.warm_up import warm_up
 
@@ -47,7 +49,7 @@ from guppy.train.warm_up import warm_up
 # torch.compile, measured on an H100 (guppy shape, batch 256): ~20 s to compile (cold cache) for a
 # step ~13% faster (15.2 instead of 17.5 ms). It pays back after ~9,000 steps; "auto" compiles from here.
 COMPILE_PAYS_AFTER = 10_000
-RESUMABLE_CHANGES = {"max_steps", "device", "compile"}  # may differ on --resume; max_steps extends a run
+RESUMABLE_CHANGES = {"max_steps", "device", "compile", "cuda_graph"}  # may differ on --resume; max_steps extends a run
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -166,8 +168,11 @@ class Trainer:
         if self.on_cuda:  # the first step's kernels load while torch.optim's imports run (guppy/train/warm_up.py)
             rows = slice(0, self.batches.micro)
             warm_up(self.model, self.test_x[rows].to(procs.device), self.test_y[rows].to(procs.device), self.autocast)
+        self.compiled = cfg.compile == "on" or (cfg.compile == "auto" and self.on_cuda
+                                                and cfg.max_steps >= COMPILE_PAYS_AFTER)
+        capturing = captures(cfg, procs, self.compiled)
         self.optimizer = build_optimizer(self.model, name=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                         betas=(0.9, cfg.beta2), device_type=procs.device_type)
+                                         betas=(0.9, cfg.beta2), device_type=procs.device_type, capturable=capturing)
         self.step, self.best_loss, self.best_step = 0, math.inf, -1
         self.writer = CheckpointWriter()  # checkpoints are written while training goes on
         # The training loss summed over the steps since the last log, kept on the device (reading it
@@ -176,8 +181,9 @@ class Trainer:
         if resume:
             self._restore()
         procs.barrier()
-        self.compiled = cfg.compile == "on" or (cfg.compile == "auto" and self.on_cuda
-                                                and cfg.max_steps >= COMPILE_PAYS_AFTER)
+        # On one GPU each step is replayed as a CUDA graph (guppy/train/captured.py); else train_step runs it
+        self.captured = CapturedSteps(self.model, self.optimizer, autocast=self.autocast, grad_clip=cfg.grad_clip,
+                                      loss_sum=self.loss_sum) if capturing else None
 
     def _test_rows(self, test_data, data: Path) -> tuple[torch.Tensor, torch.Tensor]:
         """The held-out rows, packed once as the train rows are, in stored order."""
@@ -260,6 +266,8 @@ class Trainer:
     def train_step(self, model, x: torch.Tensor, y: torch.Tensor, n_global: int) -> None:
         """One optimizer step on this rank's rows x, y (grad_accum, micro, context): micro-steps, clip, optimizer step."""
         cfg, procs = self.cfg, self.procs
+        if self.captured is not None:
+            return self.captured(x[0], y[0], n_global)
         for i in range(cfg.grad_accum):
             sync = not procs.ddp or i == cfg.grad_accum - 1  # DDP all-reduces on the last micro-step only
             with (nullcontext() if sync else model.no_sync()), self.autocast:
@@ -290,8 +298,7 @@ class Trainer:
                 self.step = step
                 # 1. set the learning rate of this step
                 lr = lr_at(step, cfg)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                set_lr(self.optimizer, lr)
                 # 2. held-out eval and checkpoints (not again on the step a resume starts from)
                 last_step = step == cfg.max_steps
                 if (step % cfg.eval_every == 0 or last_step) and not (self.resuming and step == start):
@@ -382,7 +389,8 @@ class Trainer:
             "params": self.model.num_params(),
             "train_tokens": self.train_data.tokens,
             "epochs": cfg.max_steps / self.batches.steps_per_epoch,
-            "device": str(self.procs.device) + (" (compiled)" if self.compiled else ""),
+            "device": str(self.procs.device) + (" (compiled)" if self.compiled else "")
+                      + (" (steps replayed as a CUDA graph)" if self.captured else ""),
             "run": str(paths.root),
             "best": str(paths.best),
             "last": str(paths.last),
