@@ -41,7 +41,7 @@ from guppy.store.run_folder import SavedInterrupt, StopOnInterrupt, resume_comma
 from guppy.train.batches import Batches, data_hash
 from guppy.train.captured import CapturedSteps, captures
 from guppy.train.metrics import Metrics, plot_losses, progress_bar
-from guppy.train.optim import set_lr
+from guppy.train.optim import build_optimizer, set_lr
 from guppy.train.processes import Processes
 from guppy.train.warm_up import warm_up
 
@@ -129,7 +129,6 @@ class Trainer:
 
     def __init__(self, paths: RunPaths, cfg: TrainConfig, procs: Processes, *, data: Path, resume: bool):
         from guppy.model.gpt import GPT
-        from guppy.train.optim import build_optimizer
 
         self.started = time.perf_counter()
         self.paths, self.cfg, self.procs, self.resuming = paths, cfg, procs, resume
@@ -315,7 +314,7 @@ class Trainer:
                 if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
                     self._log(metrics, step, lr, bar, task)
             if procs.main:  # drawn while the last checkpoints are written
-                self._plot(metrics, f"{self.paths.root.name}: {cfg.preset}, {self.model.num_params() / 1e6:.2f}M parameters")
+                self._plot(metrics)
         procs.barrier()
         return self._summary(metrics, start, test_loss)
 
@@ -344,6 +343,8 @@ class Trainer:
             self.checkpoint(test_loss)
         metrics.log(kind="eval", step=self.step, test_loss=test_loss, best_test_loss=self.best_loss,
                     wall_s=round(time.perf_counter() - self.started, 2))
+        if self.drawing is not None and 0 < self.step < self.cfg.max_steps:  # the curve so far, not waited for:
+            self._plot(metrics, wait=False)  # a long run can be watched, and the helper's first chart is drawn early
         self.seconds["train"] += evaluating - self.tick
         self.tick = time.perf_counter()
         self.seconds["eval"] += saving - evaluating
@@ -353,16 +354,17 @@ class Trainer:
     def _save_and_stop(self, metrics: Metrics, test_loss: float, bar) -> None:
         self.save(self.paths.last, test_loss, resumable=True)
         if self.procs.main:
-            self._plot(metrics, f"{self.paths.root.name}: {self.cfg.preset}")
+            self._plot(metrics)
             bar.console.print(f"interrupted at step {self.step}; saved a resumable checkpoint. Continue "
                               f"with `{self.resume_hint}`")
         raise SavedInterrupt
 
-    def _plot(self, metrics: Metrics, title: str) -> None:
-        if self.drawing is None:
-            plot_losses(metrics.records, self.paths.loss_plot, title)
-        else:  # written (or its error raised) before the run folder is moved into place
-            self.drawing.submit(plot_losses, metrics.records, self.paths.loss_plot, title).result()
+    def _plot(self, metrics: Metrics, *, wait: bool = True) -> None:
+        args = (metrics.records, self.paths.loss_plot,
+                f"{self.paths.root.name}: {self.cfg.preset}, {self.model.num_params() / 1e6:.2f}M parameters")
+        drawn = plot_losses(*args) if self.drawing is None else self.drawing.submit(plot_losses, *args)
+        if wait and drawn is not None:  # written (or its error raised) before the run folder is moved into place
+            drawn.result()
 
     def _log(self, metrics: Metrics, step: int, lr: float, bar, task) -> None:
         (loss_avg,) = self.procs.sum(self.loss_sum / self.steps_logged)
@@ -389,8 +391,7 @@ class Trainer:
             "params": self.model.num_params(),
             "train_tokens": self.train_data.tokens,
             "epochs": cfg.max_steps / self.batches.steps_per_epoch,
-            "device": str(self.procs.device) + (" (compiled)" if self.compiled else "")
-                      + (" (steps replayed as a CUDA graph)" if self.captured else ""),
+            "device": f"{self.procs.device}{' (compiled)' * self.compiled}{' (steps replayed as a CUDA graph)' * bool(self.captured)}",
             "run": str(paths.root),
             "best": str(paths.best),
             "last": str(paths.last),
