@@ -305,7 +305,7 @@ def test_the_gpu_warm_up_leaves_the_model_and_random_state_as_they_were():
     from contextlib import nullcontext
 
     from guppy.model.gpt import GPT, ModelConfig
-    from guppy.train.warm_up import warm_up
+    from guppy.train.warm_up import import_meanwhile, warm_up
 
     torch.manual_seed(0)
     model = GPT(ModelConfig(vocab_size=50, context=16, n_layer=1, n_head=2, d_model=16, d_ff=32, dropout=0.1))
@@ -313,7 +313,7 @@ def test_the_gpu_warm_up_leaves_the_model_and_random_state_as_they_were():
     x = torch.randint(0, 50, (4, 16))
     rng = torch.get_rng_state()
     sys.modules.pop("colorsys", None)
-    warm_up(model, x, x, nullcontext(), importing=("colorsys", "no_such_module_here"))
+    warm_up(model, x, x, nullcontext(), import_meanwhile(("colorsys", "no_such_module_here")))
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert torch.equal(torch.get_rng_state(), rng) and "colorsys" in sys.modules

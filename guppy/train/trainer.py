@@ -43,7 +43,7 @@ from guppy.train.captured import CapturedSteps, captures
 from guppy.train.metrics import Metrics, plot_losses, progress_bar
 from guppy.train.optim import build_optimizer, set_lr
 from guppy.train.processes import Processes
-from guppy.train.warm_up import warm_up
+from guppy.train.warm_up import import_meanwhile, warm_up
 
 
 # torch.compile, measured on an H100 (guppy shape, batch 256): ~20 s to compile (cold cache) for a
@@ -148,6 +148,7 @@ class Trainer:
         # A one-file dataset is split with the loader's fixed seed, not the run's: the split belongs to the
         # data, and `guppy eval` must hold out the same prompts.
         self.tokenizer, self.train_data, test_data = self._prepare(data)
+        importing = import_meanwhile() if self.on_cuda else None  # torch.optim's imports (guppy/train/warm_up.py)
         self.mconf = cfg.shape(self.tokenizer.vocab_size)
         context = self.mconf.context
         if len(self.train_data) == 0 or len(test_data) == 0:
@@ -164,9 +165,10 @@ class Trainer:
         # bf16 autocast on CUDA only: a CPU gains nothing from it here, and on mps bf16 needs a recent macOS
         # and fp16 a gradient scaler, so Apple's GPU trains in fp32 (the tiny models fit either way).
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.on_cuda else nullcontext()
-        if self.on_cuda:  # the first step's kernels load while torch.optim's imports run (guppy/train/warm_up.py)
+        if importing:  # meanwhile the first step's kernels load
             rows = slice(0, self.batches.micro)
-            warm_up(self.model, self.test_x[rows].to(procs.device), self.test_y[rows].to(procs.device), self.autocast)
+            warm_up(self.model, self.test_x[rows].to(procs.device), self.test_y[rows].to(procs.device), self.autocast,
+                    importing)
         self.compiled = cfg.compile == "on" or (cfg.compile == "auto" and self.on_cuda
                                                 and cfg.max_steps >= COMPILE_PAYS_AFTER)
         capturing = captures(cfg, procs, self.compiled)

@@ -18,8 +18,8 @@ print(f"{time.time() - LAUNCHED:6.2f}  python started, imports next", file=sys.s
 import cli  # noqa: E402
 import atexit  # noqa: E402
 
+import guppy.model.checkpoint as checkpoint  # noqa: E402
 import guppy.model.gpt as gpt  # noqa: E402
-import guppy.train.optim as optim  # noqa: E402
 import guppy.train.trainer as trainer  # noqa: E402
 
 
@@ -42,7 +42,11 @@ def timed(owner, name: str, calls: int = 1_000_000) -> None:
 
 timed(trainer, "Processes")
 timed(trainer, "Elsewhere")
-timed(optim, "build_optimizer")
+timed(trainer, "build_optimizer")
+timed(trainer, "warm_up")
+timed(trainer, "held_out_loss")
+timed(checkpoint.CheckpointWriter, "save")
+timed(checkpoint, "save_checkpoint")  # in the writer's thread
 for name in ("__init__", "_prepare", "_test_rows", "run", "_evaluate", "checkpoint", "_plot", "_log"):
     timed(trainer.Trainer, name)
 timed(trainer.Trainer, "train_step", calls=3)
