@@ -66,10 +66,12 @@ PRESETS: dict[str, dict] = {
         # 0.698 after 450 at lr 6e-3); persona score 0.95. tests/bench/GPU_NOTES.md has the runs.
         # Measured with packing="stream" (the figures above); one run of "whole" scored 0.93 against stream's
         # 0.91 (GPU_NOTES.md, 2026-12-03): not yet enough runs to switch.
-        optimizer="muon", max_steps=300, batch_size=512, lr=1e-2, warmup_steps=100, packing="stream",
-        # Held-out evals (each with ckpt/best and the resumable ckpt/last) at steps 0, 150 and 300: one fewer
-        # than every 100, 0.3 s of a 10 s run on one GPU; the training curve is the same.
-        eval_every=150, eval_batches=4, log_every=10,
+        # 270 steps, held-out evals (each with ckpt/best and the resumable ckpt/last) at 0 and 270 only: over
+        # training seeds 0-2 held-out 0.671 (0.670-0.673) against 300 steps' 0.667 (0.664-0.667), persona 0.95 /
+        # 0.96, on-topic 0.97 / 1.00, and the whole `guppy train` 10.75 s against 12.10 s on one H200
+        # (tests/bench/gpu_recipes.sh 270, gpu_ab.sh; 2026-12-04). `--max-steps 300 --eval-every 150` is the longer run.
+        optimizer="muon", max_steps=270, batch_size=512, lr=1e-2, warmup_steps=100, packing="stream",
+        eval_every=270, eval_batches=4, log_every=10,
         # The blocks' LayerNorms fixed at gain 1, bias 0: a step 23.7 -> 21.0 ms on an H200, and over training
         # seeds 0-2 held-out 0.665 (0.663-0.669) against 0.669 (0.667-0.672) learned, persona 0.94 both,
         # on-topic 0.98 / 0.97 (tests/bench/gpu_recipes.sh norms, 2026-12-04).
