@@ -6,39 +6,23 @@ say: Python 3.12's cProfile mixes up threads). On the device machine, after a `g
 
 from __future__ import annotations
 
-import functools
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-LAUNCHED = float(sys.argv.pop(1))
-print(f"{time.time() - LAUNCHED:6.2f}  python started, imports next", file=sys.stderr)
+from tests.bench.timeline import stamp, timed  # noqa: E402  (takes the launch time off the arguments)
 
+stamp("python started, imports next")
 import cli  # noqa: E402
 import guppy.eval.commands as commands  # noqa: E402
 import guppy.eval.evaluate as evaluate  # noqa: E402
 import guppy.eval.on_topic as on_topic  # noqa: E402
-
-
-def timed(module, name: str) -> None:
-    fn = getattr(module, name)
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        start = time.time() - LAUNCHED
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            print(f"{start:6.2f} {time.time() - LAUNCHED:6.2f}  {name}", file=sys.stderr)
-    setattr(module, name, wrapper)
-
 
 for name in ("load_model", "load_eval_data", "measure", "write_report", "evaluate"):
     timed(commands, name)
 for name in ("score_model", "untrained_like", "answer_figures", "run_chats", "turn_figures"):
     timed(evaluate, name)
 timed(on_topic.ClassifierElsewhere, "predict")
-print(f"{time.time() - LAUNCHED:6.2f}  imported", file=sys.stderr)
+stamp("imported")
 sys.argv = ["guppy", "eval", "guppy", *sys.argv[1:]]
 cli.main()

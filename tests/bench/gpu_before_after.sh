@@ -5,7 +5,7 @@
 #   git archive REV | tar -x -C .before      # here; then run(carry=[".whl", ".before"]):
 #   python3 -m pip install --no-deps --no-index -q .whl/*.whl && BEFORE=.before bash tests/bench/gpu_before_after.sh
 #
-# Prints each command's median (ROUNDS, default 2), then a timeline of train and eval; the logs go to $OUT/ab.tgz.
+# Prints each command's median (ROUNDS, default 2); the logs go to $OUT/ab.tgz. Timelines: gpu_timelines.sh.
 set -uo pipefail
 BEFORE=$(cd "${BEFORE:?a folder with the tree as it was}" && pwd)
 export PYTHONUNBUFFERED=1 COLUMNS=160 GUPPY_CACHE=$PWD/runs/cache ROUNDS=${ROUNDS:-2}
@@ -31,8 +31,4 @@ grep -h -E "persona .*on-topic|time:|total" "$LOGS"/ab-*/ab-*.log
 grep -h -E "wall_s|prepare_s|tokens_per_s|best_test_loss" "$LOGS"/ab-train/ab-*.log | tr -s ' │' ' '
 timed pytest-cuda python3 -m pytest -q tests/test_cuda.py tests/test_gpu_paths.py
 tail -2 "$LOGS/pytest-cuda.log"
-python3 tests/bench/train_timeline.py $EPOCHREALTIME guppy --preset guppy 2>&1 | grep -E "^ *[0-9.]+ " \
-    | grep -v " _log$" > "$LOGS/train-timeline.txt"
-python3 tests/bench/eval_timeline.py $EPOCHREALTIME 2>&1 | grep -E "^ *[0-9.]+ " > "$LOGS/eval-timeline.txt"
-cat "$LOGS/train-timeline.txt" "$LOGS/eval-timeline.txt"
 tar czf "$LOGS.tgz" -C "$LOGS" . 2>/dev/null  # the device tool brings back 8 files at most: one archive
