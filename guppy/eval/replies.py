@@ -3,7 +3,7 @@ data (the ceiling; guppy/eval/evaluate.py). Hit rates, style, diversity, memoriz
 
 Neither torch nor the model is needed here, and this module imports neither: on a GPU, `guppy eval` works out the
 ceiling's figures in a helper process (guppy/elsewhere.py) while the model samples, and a helper that imported
-torch would spend its first ~1.5 s on that (tests/test_eval.py holds it to this).
+torch would spend its first ~1.5 s on that (tests/test_elsewhere.py holds it to this).
 """
 
 from __future__ import annotations
