@@ -20,7 +20,6 @@ import functools
 import re
 import unicodedata
 
-import langcodes
 import regex
 
 # Scripts (ISO 15924) with upper and lower case, and those written without spaces between words.
@@ -58,6 +57,8 @@ _WORD_CHAR = re.compile(r"\w")
 
 def check_tag(tag: str) -> str:
     """The tag itself if it is a valid BCP 47 tag (a registered language, `langcodes`); ValueError otherwise."""
+    import langcodes  # here, not at the top: 0.1-0.15 s of import that a cached `guppy train` never needs
+
     if not (isinstance(tag, str) and "_" not in tag and langcodes.tag_is_valid(tag)):
         raise ValueError(f"'{tag}' is not a valid BCP 47 language tag (e.g. en, ja, zh-Hans, es-MX, pt-BR)")
     return tag
@@ -67,6 +68,8 @@ def check_tag(tag: str) -> str:
 def language_and_script(tag: str) -> tuple[str, str]:
     """('zh', 'Hans') for 'cmn', 'zh-CN' or 'zh-Hans'; ('zh', 'Hant') for 'zh-TW'; ('yue', 'Hant') for 'yue'.
     A language the library knows no script for reads as Latin (its guess for 'und')."""
+    import langcodes
+
     found = langcodes.Language.get(langcodes.standardize_tag(tag, macro=True)).maximize()
     return found.language, found.script or "Latn"
 
