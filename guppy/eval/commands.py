@@ -24,7 +24,7 @@ from guppy.errors import GuppyError
 from guppy.eval.evaluate import EvalData, eval_data_from, measure, persona_score, score_model, untrained_like
 from guppy.eval.replies import ceiling_replies, reply_figures
 from guppy.spec.language import is_spaced
-from guppy.store.dataset_cache import dataset_key, entry, save_entry
+from guppy.store.dataset_cache import cached_file, dataset_key
 from guppy.store.paths import COMPARE_DIR, RunPaths
 from guppy.spec.personas import load_persona
 from guppy.eval.report import HEADLINE_FIGURES, headline, report_json, write_matrix, write_report
@@ -50,19 +50,17 @@ def eval_data_of(folder: Path) -> tuple[EvalData, str | None]:
     """What the evaluator reads from a dataset, and the persona it was generated for. Cached per dataset
     (guppy/store/dataset_cache.py): read and reduced again, the guppy corpus took 1.7 s of a 2-core `guppy eval`
     (`import datasets` included), from the cache 0.1 s."""
-    key = dataset_key(folder, ["eval"], EVAL_CODE)
-    try:
-        saved = json.loads((entry(EVAL_KIND, key) / EVAL_FILE).read_text()) if key else None
-        if saved is not None:
-            return EvalData.from_json(saved["data"]), saved["persona"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # not there, or unreadable: read the dataset
-    dd = load_conversations(folder)
-    data, persona = eval_data_from(dd), dataset_persona(dd)
-    if key:
-        save_entry(EVAL_KIND, key, lambda tmp: (tmp / EVAL_FILE).write_text(json.dumps(
-            {"data": data.to_json(), "persona": persona})), keep=4, done=EVAL_FILE)
-    return data, persona
+    def read() -> tuple[EvalData, str | None]:
+        dd = load_conversations(folder)
+        return eval_data_from(dd), dataset_persona(dd)
+
+    def load(raw: bytes) -> tuple[EvalData, str | None]:
+        saved = json.loads(raw)
+        return EvalData.from_json(saved["data"]), saved["persona"]
+
+    return cached_file(EVAL_KIND, dataset_key(folder, ["eval"], EVAL_CODE), EVAL_FILE, read, load=load, keep=4,
+                       dump=lambda made: json.dumps({"data": made[0].to_json(), "persona": made[1]}).encode(),
+                       unreadable=(OSError, ValueError, KeyError, TypeError))
 
 
 def load_eval_data(paths: RunPaths, persona: str, data: Path | None = None) -> EvalData:

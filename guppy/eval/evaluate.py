@@ -247,7 +247,7 @@ def floor_figures(model, tokenizer, spec: Persona, data: EvalData, *, samples: i
     import hashlib
     import json
 
-    from guppy.store.dataset_cache import entry, save_entry
+    from guppy.store.dataset_cache import cached_file
 
     device = model.lm_head.weight.device
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
@@ -258,17 +258,13 @@ def floor_figures(model, tokenizer, spec: Persona, data: EvalData, *, samples: i
     h.update(json.dumps([data.test_by_topic, sorted(data.train_replies)]).encode())
     for f in FLOOR_CODE:
         h.update(f.read_bytes())
-    path = entry(FLOOR_KIND, h.hexdigest()) / "floor.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # not there, or unreadable: measure it
-        pass
-    figures = score_model(untrained_like(model, seed), tokenizer, spec, data, samples=samples, seed=seed,
-                          as_long_as=as_long_as, budget=budget)
-    text = json.dumps(figures, ensure_ascii=False)
-    save_entry(FLOOR_KIND, h.hexdigest(), lambda tmp: (tmp / "floor.json").write_text(text, encoding="utf-8"),
-               keep=8, done="floor.json")
-    return json.loads(text)  # what a cached read gives, to the bit (floats keep their value through JSON)
+
+    def measured() -> dict:  # as a cached read gives it, to the bit (floats keep their value through JSON)
+        return json.loads(json.dumps(score_model(untrained_like(model, seed), tokenizer, spec, data, samples=samples,
+                                                 seed=seed, as_long_as=as_long_as, budget=budget)))
+
+    return cached_file(FLOOR_KIND, h.hexdigest(), "floor.json", measured, keep=8, load=json.loads,
+                       dump=lambda figures: json.dumps(figures, ensure_ascii=False).encode())
 
 
 def measure(model, tokenizer, spec: Persona, data: EvalData, *, samples: int, seed: int, elsewhere=None,

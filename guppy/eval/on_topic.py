@@ -82,20 +82,14 @@ def cached_classifier(train_by_topic: dict[str, list[str]], language: str, seed:
 
     import sklearn
 
-    from guppy.store.dataset_cache import entry, save_entry
+    from guppy.store.dataset_cache import cached_file
 
     h = hashlib.blake2b(json.dumps([sorted(train_by_topic.items()), language, seed, sklearn.__version__]).encode(),
                         digest_size=16)
     h.update(Path(__file__).read_bytes())
-    path = entry(CLASSIFIER_KIND, h.hexdigest()) / CLASSIFIER_FILE
-    try:
-        return pickle.loads(path.read_bytes())
-    except Exception:  # not there, or unreadable however: fit again
-        pass
-    classifier = fit_classifier(train_by_topic, language, seed)
-    save_entry(CLASSIFIER_KIND, h.hexdigest(), lambda tmp: (tmp / CLASSIFIER_FILE).write_bytes(pickle.dumps(classifier)),
-               keep=8, done=CLASSIFIER_FILE)
-    return classifier
+    return cached_file(CLASSIFIER_KIND, h.hexdigest(), CLASSIFIER_FILE,
+                       lambda: fit_classifier(train_by_topic, language, seed), dump=pickle.dumps, load=pickle.loads,
+                       keep=8, unreadable=(Exception,))  # a pickle that cannot be read, however: fit again
 
 
 class ClassifierElsewhere:

@@ -18,8 +18,11 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from guppy.errors import GuppyError
+
+T = TypeVar("T")
 
 
 def cache_root() -> Path:
@@ -63,3 +66,21 @@ def save_entry(kind: str, key: str, write: Callable[[Path], None], *, keep: int,
             shutil.rmtree(old, ignore_errors=True)
     except (OSError, GuppyError):  # a read-only or full disk: the next command does the work again
         pass
+
+
+def cached_file(kind: str, key: str | None, name: str, make: Callable[[], T], *, dump: Callable[[T], bytes],
+                load: Callable[[bytes], T], keep: int, unreadable: tuple[type[Exception], ...] = (OSError, ValueError)
+                ) -> T:
+    """An entry of one file, `name`: `load` of its bytes, or else `make()`, written as `dump` of it and returned.
+    A read that raises one of `unreadable` counts as no entry; with no key (a dataset that is not cached) the value
+    is made each time and nothing is written."""
+    if key:
+        try:
+            return load((entry(kind, key) / name).read_bytes())
+        except unreadable:  # not there, or unreadable: made again
+            pass
+    value = make()
+    if key:
+        save_entry(kind, key, lambda tmp: (tmp / name).write_bytes(dump(value)), keep=keep, done=name)
+    return value
+

@@ -165,10 +165,9 @@ class Trainer:
         # bf16 autocast on CUDA only: a CPU gains nothing from it here, and on mps bf16 needs a recent macOS
         # and fp16 a gradient scaler, so Apple's GPU trains in fp32 (the tiny models fit either way).
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.on_cuda else nullcontext()
-        if importing:  # meanwhile the first step's kernels load
-            rows = slice(0, self.batches.micro)
-            warm_up(self.model, self.test_x[rows].to(procs.device), self.test_y[rows].to(procs.device), self.autocast,
-                    importing)
+        if importing:  # meanwhile the first step's kernels load, on held-out rows
+            x, y = (rows[:self.batches.micro].to(procs.device) for rows in (self.test_x, self.test_y))
+            warm_up(self.model, x, y, self.autocast, importing)
         self.compiled = cfg.compile == "on" or (cfg.compile == "auto" and self.on_cuda
                                                 and cfg.max_steps >= COMPILE_PAYS_AFTER)
         capturing = captures(cfg, procs, self.compiled)
@@ -393,7 +392,8 @@ class Trainer:
             "params": self.model.num_params(),
             "train_tokens": self.train_data.tokens,
             "epochs": cfg.max_steps / self.batches.steps_per_epoch,
-            "device": f"{self.procs.device}{' (compiled)' * self.compiled}{' (steps replayed as a CUDA graph)' * bool(self.captured)}",
+            "device": str(self.procs.device) + (" (compiled)" if self.compiled else "")
+                      + (" (steps replayed as a CUDA graph)" if self.captured else ""),
             "run": str(paths.root),
             "best": str(paths.best),
             "last": str(paths.last),
