@@ -101,6 +101,11 @@ class TrainConfig(Shape):
     learn_block_norms: bool = Field(True, description=(
         "Learn the gain and bias of the LayerNorm before each attention and MLP; off keeps them at 1 and 0 (the "
         "Linear after each can learn the same map) and skips their gradients, a step 12% faster on a GPU."))
+    learn_block_biases: bool = Field(True, description=(
+        "Learn the biases of the blocks' Linears; off keeps them at 0 (as LLaMA has none) and skips their gradients."))
+    bf16_residual: bool = Field(False, description=(
+        "On a GPU (bf16 autocast), carry the residual stream in bf16 rather than fp32: half the bytes in every add "
+        "and norm, and no casts around them."))
     eval_every: int = Field(gt=0, le=10_000_000, description="Steps between held-out evaluations and checkpoints.")
     eval_batches: int = Field(gt=0, le=10_000, description="Batches of the test split in each held-out evaluation.")
     log_every: int = Field(gt=0, le=10_000_000, description="Steps between training-loss logs; must divide eval_every.")

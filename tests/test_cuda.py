@@ -14,6 +14,7 @@ from tests.test_train import corpus, micro_preset  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 GPU = {**FAST, "device": "cuda"}
+AS_THE_PRESET = dict(learn_block_norms=False, learn_block_biases=False, bf16_residual=True)  # the guppy preset's
 
 
 def test_a_gpu_run_learns_as_a_cpu_run_does(tmp_path, corpus):
@@ -29,9 +30,8 @@ def test_a_gpu_run_learns_as_a_cpu_run_does(tmp_path, corpus):
 def test_steps_replayed_as_a_cuda_graph_learn_as_steps_in_the_open(tmp_path, corpus):
     """guppy/train/captured.py: a step captured once and replayed gives the curve of steps launched one by one
     (its loss is summed over every position, so in another order: the last bits differ, not more)."""
-    replayed = train(persona="fish", data=corpus, out=tmp_path / "graph", max_steps=STEPS, learn_block_norms=False,
-                     **GPU)
-    launched = train(persona="fish", data=corpus, out=tmp_path / "open", max_steps=STEPS, learn_block_norms=False,
+    replayed = train(persona="fish", data=corpus, out=tmp_path / "graph", max_steps=STEPS, **AS_THE_PRESET, **GPU)
+    launched = train(persona="fish", data=corpus, out=tmp_path / "open", max_steps=STEPS, **AS_THE_PRESET,
                      cuda_graph=False, **GPU)
     assert "CUDA graph" in replayed["device"] and "CUDA graph" not in launched["device"]
     curve = losses(tmp_path / "graph")
@@ -41,13 +41,12 @@ def test_steps_replayed_as_a_cuda_graph_learn_as_steps_in_the_open(tmp_path, cor
 
 
 def test_a_gpu_run_resumes_exactly_after_ctrl_c(tmp_path, corpus):
-    """With the blocks' LayerNorms fixed, as the guppy preset trains on a GPU."""
+    """With the blocks' LayerNorms and biases fixed and the residual stream in bf16, as the guppy preset trains."""
     whole = tmp_path / "whole"
-    train(persona="fish", data=corpus, out=whole, max_steps=STEPS, learn_block_norms=False, **GPU)
-    done = interrupt(tmp_path, corpus, at=27, signal="SIGINT", device="cuda", learn_block_norms=False)
+    train(persona="fish", data=corpus, out=whole, max_steps=STEPS, **AS_THE_PRESET, **GPU)
+    done = interrupt(tmp_path, corpus, at=27, signal="SIGINT", device="cuda", **AS_THE_PRESET)
     assert done.returncode != 0 and "interrupted at step 27" in done.stderr, done.stderr[-2000:]
-    train(persona="fish", data=corpus, out=tmp_path / "fish", max_steps=STEPS, resume=True, learn_block_norms=False,
-          **GPU)
+    train(persona="fish", data=corpus, out=tmp_path / "fish", max_steps=STEPS, resume=True, **AS_THE_PRESET, **GPU)
     # Float atomics in some GPU kernels make two runs differ in the last bits, not more.
     assert_same_run(tmp_path / "fish", whole, tolerance=1e-4)
 

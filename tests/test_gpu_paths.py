@@ -1,9 +1,12 @@
 """The trainer's speed-ups made for the GPU, checked on a CPU (CI has no GPU; tests/test_cuda.py runs them on one):
 Muon's batched Newton-Schulz (guppy/train/optim.py), the cache of prepared data (guppy/train/prepared.py), the
-next epoch packed while this one trains (guppy/train/batches.py), the blocks' fixed LayerNorms (guppy/model/gpt.py)
-and the step a GPU captures as a CUDA graph (guppy/train/captured.py), run in the open."""
+next epoch packed while this one trains (guppy/train/batches.py), the blocks' fixed LayerNorms and biases and the
+bf16 residual stream (guppy/model/gpt.py), and the step a GPU captures as a CUDA graph (guppy/train/captured.py),
+run in the open."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -102,27 +105,107 @@ def test_the_epoch_packed_in_the_background_is_the_epoch_packed_in_place():
     assert not torch.equal(batches(0)[0], batches(per_epoch)[0])  # epochs differ (not vacuous)
 
 
-def test_fixed_block_norms_stay_at_one_and_zero_while_the_model_learns(tmp_path, corpus):
-    """--no-learn-block-norms: the LayerNorms before attention and MLP keep gain 1 and bias 0 (no gradient, no
-    optimizer state), ln_f and everything else still learns, the loss falls and the run resumes exactly."""
+FIXED = dict(learn_block_norms=False, learn_block_biases=False)  # as the guppy preset trains
+
+
+def is_fixed(name: str) -> bool:
+    """The blocks' LayerNorms (ln_1, ln_2) and the biases of their Linears."""
+    return ".h." in name and (".ln_1." in name or ".ln_2." in name or name.endswith(("c_attn.bias", "c_proj.bias",
+                                                                                       "c_fc.bias")))
+
+
+def test_fixed_block_norms_and_biases_stay_where_they_start_while_the_model_learns(tmp_path, corpus):
+    """--no-learn-block-norms --no-learn-block-biases: the LayerNorms before attention and MLP keep gain 1 and bias
+    0, the blocks' Linear biases 0 (no gradient, no optimizer state); ln_f, the Linears' weights and the embeddings
+    still learn, the loss falls and the run resumes exactly."""
     run, cpu = tmp_path / "fixed", {**FAST, "device": "cpu"}  # as the interrupted run (a GPU machine would pick cuda)
-    train(persona="fish", data=corpus, out=run, max_steps=STEPS, learn_block_norms=False, **cpu)
+    train(persona="fish", data=corpus, out=run, max_steps=STEPS, **FIXED, **cpu)
     w = weights(run)
+    assert sum(map(is_fixed, w)) == 2 * 2 * 2 + 2 * 4  # 2 blocks: 2 norms of 2 tensors, 4 biases (not vacuous)
     for name, value in w.items():
-        if ".ln_1." in name or ".ln_2." in name:
+        if is_fixed(name):
             assert torch.equal(value, torch.ones_like(value) if name.endswith("weight") else torch.zeros_like(value))
-    assert not torch.equal(w["transformer.ln_f.weight"], torch.ones_like(w["transformer.ln_f.weight"]))
+    for moved in ("transformer.ln_f.weight", "transformer.ln_f.bias"):
+        assert not torch.equal(w[moved], torch.ones_like(w[moved]) if moved.endswith("weight") else w[moved] * 0)
     curve = losses(run)
     assert curve[-1] < 0.7 * curve[0]
     learned = tmp_path / "learned"
     train(persona="fish", data=corpus, out=learned, max_steps=STEPS, **cpu)
-    assert not torch.equal(weights(learned)["transformer.h.0.ln_1.weight"], w["transformer.h.0.ln_1.weight"])
+    for name in ("transformer.h.0.ln_1.weight", "transformer.h.0.mlp.c_fc.bias", "transformer.h.1.attn.c_attn.bias"):
+        assert not torch.equal(weights(learned)[name], w[name])
     # Killed at step 47 and resumed from step 40's checkpoint (whose optimizer state has no entry for the fixed
-    # norms): the same run as the one never stopped.
-    assert interrupt(tmp_path, corpus, at=47, signal="SIGKILL", learn_block_norms=False).returncode == -9
-    train(persona="fish", data=corpus, out=tmp_path / "fish", max_steps=STEPS, learn_block_norms=False, resume=True,
-          **cpu)
+    # tensors): the same run as the one never stopped.
+    assert interrupt(tmp_path, corpus, at=47, signal="SIGKILL", **FIXED).returncode == -9
+    train(persona="fish", data=corpus, out=tmp_path / "fish", max_steps=STEPS, resume=True, **FIXED, **cpu)
     assert_same_run(tmp_path / "fish", run)
+
+
+def test_the_model_freezes_each_kind_of_block_tensor_alone():
+    from guppy.model.gpt import GPT, ModelConfig
+
+    def frozen(**which) -> set[str]:
+        model = GPT(ModelConfig(vocab_size=60, context=16, n_layer=2, n_head=2, d_model=32, d_ff=64))
+        model.freeze(**which)
+        return {name for name, p in model.named_parameters() if not p.requires_grad}
+
+    norms, biases = frozen(block_norms=True), frozen(block_biases=True)
+    assert frozen() == set() and norms | biases == frozen(block_norms=True, block_biases=True)
+    assert norms == {n for n in norms if ".ln_" in n} and len(norms) == 8
+    assert biases == {n for n in biases if n.endswith(".bias") and ".ln_" not in n} and len(biases) == 8
+
+
+def bf16_residual_model(residual: bool):
+    from guppy.model.gpt import GPT, ModelConfig
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=60, context=16, n_layer=2, n_head=2, d_model=32, d_ff=64))
+    model.residual_dtype = torch.bfloat16 if residual else None
+    return model
+
+
+def test_a_bf16_residual_stream_under_autocast_computes_what_the_fp32_one_does():
+    """GPU runs carry the residual stream in bf16 under autocast (--bf16-residual): the blocks read and write bf16,
+    their LayerNorms answer in bf16 with no cast around them, and the logits are the fp32 stream's up to bf16's
+    rounding. Outside autocast (CPU training, exports) the setting changes nothing. CPU autocast, same code."""
+    x = torch.randint(0, 60, (4, 16))
+    y = x.roll(-1, dims=1)
+    fp32, bf16 = bf16_residual_model(False), bf16_residual_model(True)
+    seen = []
+    for block in bf16.transformer.h:
+        block.register_forward_hook(lambda module, args, out: seen.append((args[0].dtype, out.dtype)))
+    bf16.transformer.h[0].ln_2.register_forward_hook(lambda module, args, out: seen.append((args[0].dtype, out.dtype)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reference, _ = fp32(x)
+        logits, loss = bf16(x, y, every_position=True)
+    assert seen == [(torch.bfloat16, torch.bfloat16)] * 3
+    assert (logits.float() - reference.float()).abs().max().item() < 0.05
+    assert logits.float().std().item() > 0.1  # not vacuous: logits of a size that rounding would show in
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in bf16.parameters())
+    assert torch.equal(bf16(x)[0], fp32(x)[0])  # no autocast: the fp32 stream
+
+
+def test_a_model_with_a_bf16_residual_stream_learns_as_the_fp32_one():
+    """A few hundred AdamW steps on rows whose next token is fixed by the one before, under CPU autocast: the bf16
+    stream learns the rule as the fp32 one does (the gradients through its casts and norms are right)."""
+    torch.manual_seed(1)
+    x = torch.randint(0, 60, (16, 16))
+    x[:, 1::2] = (x[:, 0::2] * 7 + 3) % 60  # every odd position follows from the one before
+    y = torch.full_like(x, -1)
+    y[:, 0::2] = x[:, 1::2]
+    final = {}
+    for residual in (False, True):
+        model = bf16_residual_model(residual)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        for _ in range(150):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                _, loss = model(x, y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        final[residual] = loss.item()
+    assert final[True] < 0.1 * math.log(60) and final[False] < 0.1 * math.log(60)
+    assert final[True] == pytest.approx(final[False], abs=0.1)
 
 
 def test_the_loss_over_every_position_is_the_loss_over_the_targets():

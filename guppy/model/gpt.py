@@ -81,12 +81,24 @@ class MLP(nn.Module):
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))
 
 
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm that answers in its input's dtype. Under autocast torch normalizes in fp32 and returns fp32:
+    with the residual stream in bf16 (GPT.residual_dtype) that is a cast in and a cast out around every norm.
+    The bf16 kernel reads and writes half the bytes and still sums in fp32."""
+
+    def forward(self, x):
+        if x.dtype == torch.float32 or not torch.is_autocast_enabled(x.device.type):
+            return super().forward(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return F.layer_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
+
+
 class Block(nn.Module):
     def __init__(self, config: ModelConfig, layer: int):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.d_model, eps=1e-5)
+        self.ln_1 = LayerNorm(config.d_model, eps=1e-5)
         self.attn = CausalSelfAttention(config, layer)
-        self.ln_2 = nn.LayerNorm(config.d_model, eps=1e-5)
+        self.ln_2 = LayerNorm(config.d_model, eps=1e-5)
         self.mlp = MLP(config)
 
     def forward(self, x, mask=None, kv_cache=None):
@@ -96,6 +108,11 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    # None: the residual stream is fp32, as the weights (autocast casts each matmul's inputs to bf16 and its output
+    # stays bf16). torch.bfloat16: under autocast it is carried in bf16 from the embeddings on (set by the trainer,
+    # guppy/train/trainer.py): every add and norm moves half the bytes, and the casts around them go.
+    residual_dtype: torch.dtype | None = None
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -104,7 +121,7 @@ class GPT(nn.Module):
             wpe=nn.Embedding(config.context, config.d_model),
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
-            ln_f=nn.LayerNorm(config.d_model, eps=1e-5),
+            ln_f=LayerNorm(config.d_model, eps=1e-5),
         ))
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         # Weight tying (Press & Wolf 2017): one matrix reads and writes tokens. At the guppy shape
@@ -154,6 +171,8 @@ class GPT(nn.Module):
                 mask = attention_mask(kv_cache.remember(real), kv_cache.slots)
 
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        if self.residual_dtype is not None and torch.is_autocast_enabled(x.device.type):
+            x = x.to(self.residual_dtype)
         for block in self.transformer.h:
             x = block(x, mask, kv_cache)
         x = self.transformer.ln_f(x)
@@ -193,14 +212,22 @@ class GPT(nn.Module):
         n = self.num_params() - self.transformer.wpe.weight.numel()
         return 6 * n + 12 * c.n_layer * c.d_model * c.context
 
-    def freeze_block_norms(self) -> None:
-        """Keep the LayerNorms inside the blocks at gain 1 and bias 0 (ln_f still learns). The Linear each one
-        feeds can learn any gain and bias itself, W (g * x + b) = (W diag(g)) x + W b, so the model can say
-        the same things; what goes is their gradients, sums over every token of the batch, which cost more
-        than they are worth on a GPU (an H200 step at the guppy shape: 23.7 -> 21.0 ms, GPU_NOTES.md)."""
+    def freeze(self, *, block_norms: bool = False, block_biases: bool = False) -> None:
+        """Keep some of the blocks' parameters where they start; what goes is their gradients, each a sum over every
+        token of the batch, which cost more than they are worth on a GPU (GPU_NOTES.md). They stay in the model, so
+        checkpoints and exports keep GPT-2's tensors.
+
+        block_norms: the LayerNorms before attention and MLP at gain 1 and bias 0 (ln_f still learns). The Linear
+            each feeds can learn any gain and bias itself, W (g * x + b) = (W diag(g)) x + W b, so the model can say
+            the same things (an H200 step at the guppy shape: 23.7 -> 21.0 ms).
+        block_biases: the biases of the blocks' Linears at 0, as LLaMA's Linears have none."""
         for block in self.transformer.h:
-            block.ln_1.requires_grad_(False)
-            block.ln_2.requires_grad_(False)
+            if block_norms:
+                block.ln_1.requires_grad_(False)
+                block.ln_2.requires_grad_(False)
+            if block_biases:
+                for linear in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj):
+                    linear.bias.requires_grad_(False)
 
     def hidden_matrices(self) -> list[nn.Parameter]:
         """The blocks' 2-D weights (attention and MLP): what Muon orthogonalizes. The embeddings,

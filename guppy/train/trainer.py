@@ -160,8 +160,8 @@ class Trainer:
 
         # model and optimizer, then where to start from
         self.model = GPT(self.mconf).to(procs.device)
-        if not cfg.learn_block_norms:
-            self.model.freeze_block_norms()
+        self.model.freeze(block_norms=not cfg.learn_block_norms, block_biases=not cfg.learn_block_biases)
+        self.model.residual_dtype = torch.bfloat16 if cfg.bf16_residual else None  # under autocast (on CUDA)
         # bf16 autocast on CUDA only: a CPU gains nothing from it here, and on mps bf16 needs a recent macOS
         # and fp16 a gradient scaler, so Apple's GPU trains in fp32 (the tiny models fit either way).
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.on_cuda else nullcontext()

@@ -49,8 +49,9 @@ def main() -> None:
     conf = ModelConfig(vocab_size=args.vocab, **{k: p[k] for k in ("n_layer", "n_head", "d_model", "d_ff", "context",
                                                               "activation")})
     model = GPT(conf).cuda()
-    if not p.get("learn_block_norms", True):  # as the trainer does for the preset
-        model.freeze_block_norms()
+    # as the trainer does for the preset
+    model.freeze(block_norms=not p.get("learn_block_norms", True), block_biases=not p.get("learn_block_biases", True))
+    model.residual_dtype = torch.bfloat16 if p.get("bf16_residual") else None
     x = torch.randint(0, args.vocab, (args.batch, conf.context), device="cuda")
     peak = bf16_matmul_flops("cuda")
     flops = model.flops_per_token()

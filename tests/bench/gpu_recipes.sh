@@ -11,6 +11,7 @@
 #   bash tests/bench/gpu_recipes.sh fewer        # the guppy preset in 250-270 steps, shorter warm-ups (issue 26)
 #   bash tests/bench/gpu_recipes.sh graph        # the guppy preset's steps replayed as a CUDA graph, and not (issue 26)
 #   bash tests/bench/gpu_recipes.sh 270          # the guppy preset in 270 steps, one held-out eval at the end (issue 26)
+#   bash tests/bench/gpu_recipes.sh lean         # the guppy preset with the blocks' biases fixed, a bf16 residual, both
 set -uo pipefail
 export PYTHONUNBUFFERED=1 GUPPY_CACHE=$PWD/runs/cache
 mkdir -p "${OUT:-runs}"
@@ -39,12 +40,16 @@ for WHAT in "${@:-steps}"; do
         jobs+=(--job '{"preset": "guppy"}' --job '{"preset": "guppy", "cuda_graph": false}') ;;
     270)
         jobs+=(--job '{"preset": "guppy"}' --job '{"preset": "guppy", "max_steps": 270, "eval_every": 270}') ;;
+    lean)
+        jobs+=(--job '{"preset": "guppy"}' --job '{"preset": "guppy", "learn_block_biases": false}'
+               --job '{"preset": "guppy", "bf16_residual": true}'
+               --job '{"preset": "guppy", "learn_block_biases": false, "bf16_residual": true}') ;;
     personas)  # each persona's data first (generate-data's own processes: the cores here, up to 8)
         for p in guppy cat plant kingyo tuantuan lorenzo; do
             [ -d "runs/$p/data" ] || python3 cli.py generate-data "$p" > /dev/null
             jobs+=(--job "{\"persona\": \"$p\", \"preset\": \"tiny\"}")
         done ;;
-    *) echo "unknown set: $WHAT (steps, activation, guppy-gelu, personas, norms, fewer, graph, 270)" >&2; exit 2 ;;
+    *) echo "unknown set: $WHAT (steps, activation, guppy-gelu, personas, norms, fewer, graph, 270, lean)" >&2; exit 2 ;;
     esac
 done
 python3 tests/bench/bench_optim.py --device cuda --parallel "${PARALLEL:-4}" --threads "${THREADS:-4}" --train-seeds 0,1,2 \
