@@ -176,9 +176,9 @@ def test_a_bf16_residual_stream_under_autocast_computes_what_the_fp32_one_does()
     bf16.transformer.h[0].ln_2.register_forward_hook(lambda module, args, out: seen.append((args[0].dtype, out.dtype)))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         reference, _ = fp32(x)
-        logits, loss = bf16(x, y, every_position=True)
+        logits, loss = bf16(x, y, positions=x.numel())
     assert seen == [(torch.bfloat16, torch.bfloat16)] * 3
-    assert (logits.float() - reference.float()).abs().max().item() < 0.05
+    assert (logits.float() - reference.float().flatten(0, 1)).abs().max().item() < 0.05  # every position, in order
     assert logits.float().std().item() > 0.1  # not vacuous: logits of a size that rounding would show in
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in bf16.parameters())
@@ -208,23 +208,27 @@ def test_a_model_with_a_bf16_residual_stream_learns_as_the_fp32_one():
     assert final[True] == pytest.approx(final[False], abs=0.1)
 
 
-def test_the_loss_over_every_position_is_the_loss_over_the_targets():
-    """A CUDA graph needs shapes that do not depend on the targets: the loss over every position, -1 ignored, is the
-    loss over the positions that have one (and its gradients are theirs)."""
+@pytest.mark.parametrize("room", [0, 5, "every position"])
+def test_the_loss_at_a_fixed_number_of_positions_is_the_loss_over_the_targets(room):
+    """A CUDA graph needs shapes that do not depend on the targets: the loss at a fixed number of positions (every
+    one with a target, then some without, -1 ignored) is the loss over the positions that have one, gradients too."""
     from guppy.model.gpt import GPT, ModelConfig
 
     torch.manual_seed(0)
     model = GPT(ModelConfig(vocab_size=60, context=16, n_layer=2, n_head=2, d_model=32, d_ff=64))
     x = torch.randint(0, 60, (4, 16))
     y = x.masked_fill(torch.rand(x.shape) < 0.5, -1)
-    grads = []
-    for every in (False, True):
+    n = int((y != -1).sum())
+    grads, losses_ = [], []
+    for positions in (None, x.numel() if room == "every position" else n + room):
         model.zero_grad()
-        logits, loss = model(x, y, reduction="sum", every_position=every)
+        logits, loss = model(x, y, reduction="sum", positions=positions)
         loss.backward()
         grads.append([p.grad.clone() for p in model.parameters()])
-        assert logits.shape == ((4, 16, 60) if every else ((y != -1).sum().item(), 60))
-        assert loss.item() == pytest.approx(model(x, y, reduction="sum")[1].item(), rel=1e-6)
+        losses_.append(loss.item())
+        assert logits.shape == (n if positions is None else positions, 60)
+    assert 0 < n < x.numel() - 5  # not vacuous: some positions without a target, some with
+    assert losses_[1] == pytest.approx(losses_[0], rel=1e-6)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
 
 
@@ -240,7 +244,7 @@ def test_a_step_for_a_cuda_graph_run_in_the_open_is_the_trainers_step():
 
     def model_and_optimizers():
         torch.manual_seed(0)
-        model = GPT(ModelConfig(vocab_size=60, context=16, n_layer=2, n_head=2, d_model=32, d_ff=64))
+        model = GPT(ModelConfig(vocab_size=60, context=32, n_layer=2, n_head=2, d_model=32, d_ff=64))
         hidden = {id(p) for p in model.hidden_matrices()}
         muon = Muon([p for p in model.parameters() if id(p) in hidden], lr=0.02, weight_decay=0.1,
                     adjust_lr_fn="match_rms_adamw", batched=True)
@@ -248,9 +252,9 @@ def test_a_step_for_a_cuda_graph_run_in_the_open_is_the_trainers_step():
         return model, Optimizers(muon, adamw)
 
     torch.manual_seed(1)
-    batches = [torch.randint(0, 60, (4, 16)) for _ in range(4)]
-    targets = [b.masked_fill(torch.rand(b.shape) < 0.4, -1) for b in batches]
-    lrs = [0.02, 0.01, 0.005, 0.0]
+    batches = [torch.randint(0, 60, (8, 32)) for _ in range(5)]
+    targets = [b.masked_fill(torch.rand(b.shape) < 0.4, -1) for b in batches[:4]] + [batches[4]]
+    lrs = [0.02, 0.01, 0.005, 0.0, 0.003]
     (model, optimizer), (theirs, their_optimizer) = model_and_optimizers(), model_and_optimizers()
     logged, their_logged = torch.zeros(()), torch.zeros(())
     steps = CapturedSteps(theirs, their_optimizer, autocast=nullcontext(), grad_clip=1.0, loss_sum=their_logged)
@@ -266,7 +270,12 @@ def test_a_step_for_a_cuda_graph_run_in_the_open_is_the_trainers_step():
         optimizer.zero_grad(set_to_none=True)
         set_lr(their_optimizer, lr)
         steps(x, y, n)
-    assert all(isinstance(g["lr"], torch.Tensor) and g["lr"].item() == 0.0 for g in their_optimizer.param_groups)
+        if steps.taken == 1:  # the first batch sets the positions the logits are taken at: room for its targets
+            assert n <= steps.positions < batches[0].numel()
+    # the last batch has a target at every position, more than that room: it takes them all (in the open on a GPU)
+    assert n == batches[-1].numel() > steps.positions
+    assert all(isinstance(g["lr"], torch.Tensor) and g["lr"].item() == pytest.approx(0.003)
+               for g in their_optimizer.param_groups)
     assert their_logged.item() == pytest.approx(logged.item(), rel=1e-5)
     start = model_and_optimizers()[0].state_dict()
     assert max((model.state_dict()[k] - start[k]).abs().max().item() for k in start) > 0.01  # the weights moved

@@ -143,7 +143,7 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def forward(self, idx, targets=None, *, kv_cache=None, pad_mask=None, last_only=False, reduction="mean",
-                every_position=False):
+                positions=None):
         """idx (B, T) token ids -> (logits, loss or None).
 
         logits: (B, T, vocab), or (B, 1, vocab) with last_only; with targets, (N, vocab) for just
@@ -154,8 +154,10 @@ class GPT(nn.Module):
         pad_mask (B, T) bool: False on left-padding, which nothing attends to and which does
             not count as a position, so a padded prompt gives the same logits as alone.
         last_only: compute logits for the last position only (sampling needs no more).
-        every_position: with targets, logits (B, T, vocab) at every position, -1 ignored by the loss: no shape
-            depends on the targets, as a CUDA graph needs (guppy/train/captured.py)."""
+        positions: with targets, logits (positions, vocab) at every position that has a target, in order, then
+            at positions that have none (-1, ignored by the loss) to fill up: no shape depends on the targets, as a
+            CUDA graph needs (guppy/train/captured.py). It must be at least the targets' count, which is not checked
+            (that would wait for the GPU)."""
         B, T = idx.size()
         start = kv_cache.length if kv_cache is not None else 0
         assert start + T <= self.config.context, f"{start + T} tokens > context {self.config.context}"
@@ -179,15 +181,16 @@ class GPT(nn.Module):
         if kv_cache is not None:
             kv_cache.advance(real)
 
-        if targets is not None and every_position:
-            logits = self.lm_head(x)
-            return logits, F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1, reduction=reduction)
+        if targets is not None and positions is not None:
+            # A stable sort of "has no target" puts the positions that have one first, in order.
+            at = torch.argsort((targets.flatten() == -1).to(torch.uint8), stable=True)[:positions]
+            logits = self.lm_head(x.flatten(0, 1).index_select(0, at))
+            return logits, F.cross_entropy(logits, targets.flatten()[at], ignore_index=-1, reduction=reduction)
         if targets is not None:
             # Only positions with a target need logits. About half of a packed chat row is the
             # user's turn (-1): leaving those out of the largest matmul and the softmax makes
-            # training 1.2x faster on a 2-core CPU. (Finding them waits for the GPU; at the guppy shape
-            # on an H200 a step takes 23.7 ms either way, with logits at every position and -1 ignored:
-            # tests/bench/bench_gpu_step.py, 2026-12-04.)
+            # training 1.2x faster on a 2-core CPU. (Finding them waits for the GPU, which a captured
+            # step cannot do: it passes `positions`.)
             keep = targets != -1
             logits = self.lm_head(x[keep])  # (N, vocab)
             return logits, F.cross_entropy(logits, targets[keep], reduction=reduction)

@@ -5,8 +5,11 @@ the GPU takes to run them (~20 ms on an H200, tests/bench/GPU_NOTES.md): whateve
 (logging, packing the next epoch, the progress bar, a checkpoint's copy) delays the GPU. A captured step is one
 replay, and the GPU runs it back to back. What that needs:
 
-  - shapes that never change: the loss over every position with -1 ignored (`every_position`), not the gathered
-    positions that have a target (finding them waits for the GPU); each batch copied into the same buffers;
+  - shapes that never change: each batch copied into the same buffers, and the logits and loss taken at a fixed
+    number of positions (GPT.forward's `positions`): room for the first batch's targets and 1/16 more. A batch of
+    the guppy preset has 53-54% of its positions learned; the LM head and its loss at every position took 3.1 ms
+    forward and backward on an H200, at 56% 1.8 ms (tests/bench/bench_lm_head.py). A batch with more targets than
+    that room runs in the open;
   - nothing read back and no Python number inside: the learning rate and the loss's scale (1 / the assistant tokens
     of the batch) are device tensors, filled before each replay; AdamW is fused and capturable, and guppy's batched
     Muon takes a tensor learning rate (guppy/train/optim.py);
@@ -36,34 +39,37 @@ class CapturedSteps:
         for group in optimizer.param_groups:
             group["lr"] = lr
         self.scale = torch.zeros((), device=device)
-        self.x = self.y = self.graph = None
+        self.x = self.y = self.graph = self.positions = None
         self.taken = 0
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, n_global: int) -> None:
         if self.x is None:
             self.x, self.y = torch.empty_like(x), torch.empty_like(y)
+            self.positions = min(x.numel(), -(-n_global * 17 // 16 // 64) * 64)  # rounded up to 64
         self.x.copy_(x)
         self.y.copy_(y)
         self.scale.fill_(1.0 / max(1, n_global))
         self.taken += 1
+        fits = n_global <= self.positions
         if not self.on_cuda:
-            self._step()
-        elif self.taken <= IN_THE_OPEN:
+            self._step(self.positions if fits else None)
+        elif self.taken <= IN_THE_OPEN or not fits:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                self._step()
+                self._step(self.positions if fits else None)
             torch.cuda.current_stream().wait_stream(side)
         else:
             if self.graph is None:
                 self.graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(self.graph):
-                    self._step()
+                    self._step(self.positions)
             self.graph.replay()
 
-    def _step(self) -> None:
+    def _step(self, positions: int | None) -> None:
+        """positions None: logits where there is a target, found as the forward goes (in the open only)."""
         with self.autocast:
-            _, loss = self.model(self.x, self.y, reduction="sum", every_position=True)
+            _, loss = self.model(self.x, self.y, reduction="sum", positions=positions)
             loss = loss * self.scale  # the mean over the batch's assistant tokens
         loss.backward()
         self.loss_sum += loss.detach()

@@ -6,6 +6,7 @@ say: Python 3.12's cProfile mixes up threads). On the device machine, after a `g
 
 from __future__ import annotations
 
+import atexit
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ for name in ("load_model", "load_eval_data", "measure", "write_report", "evaluat
 for name in ("score_model", "untrained_like", "answer_figures", "run_chats", "turn_figures"):
     timed(evaluate, name)
 timed(on_topic.ClassifierElsewhere, "predict")
+atexit.register(stamp, "atexit")
 stamp("imported")
 sys.argv = ["guppy", "eval", "guppy", *sys.argv[1:]]
 cli.main()
