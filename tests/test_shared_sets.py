@@ -30,6 +30,19 @@ def test_a_tag_picks_the_set_of_its_language_and_script(tag, chosen):
     assert shared_set(tag) == chosen
 
 
+@pytest.mark.parametrize("tag", ["en", "es", "ja", "zh"])
+def test_the_shared_sets_tags_answered_without_langcodes_are_what_langcodes_says(tag):
+    """language_and_script and check_tag answer the shared sets' own tags from SHARED_SETS (an eval of such a
+    persona never imports langcodes): the library must agree with that table."""
+    import langcodes
+
+    from guppy.spec.language import SHARED_SETS, check_tag, language_and_script
+
+    found = langcodes.Language.get(langcodes.standardize_tag(tag, macro=True)).maximize()
+    assert SHARED_SETS[tag] == language_and_script(tag) == (found.language, found.script)
+    assert langcodes.tag_is_valid(tag) and check_tag(tag) == tag
+
+
 def test_the_script_comes_from_the_library_not_a_list():
     assert not is_spaced("cmn") and not is_cased("cmn")  # Mandarin: Hans, like zh
     assert not is_spaced("yue") and not is_cased("yue")  # Cantonese: Hant
