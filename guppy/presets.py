@@ -80,6 +80,8 @@ PRESETS: dict[str, dict] = {
         # and the whole `guppy train` 8.59 s against 9.65 s (medians of 3, taken in turn on one H200); over training
         # seeds 0-2 held-out 0.673 (0.672-0.676) against 0.672 (0.669-0.673), persona 0.95 / 0.95, on-topic 0.98 /
         # 0.98. Each alone: 2.95M / 3.15M tokens/s (tests/bench/gpu_recipes.sh lean, gpu_ab.sh; 2026-12-04).
+        # With a captured step's logits at 56% of the positions (guppy/train/captured.py), 3.85M tokens/s and over
+        # seeds 0-2 held-out 0.672 (0.670-0.678), persona 0.95 (0.95-0.95), on-topic 0.98 (gpu_recipes.sh graph).
         learn_block_biases=False, bf16_residual=True,
     ),
 }
