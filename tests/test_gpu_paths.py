@@ -232,10 +232,13 @@ def test_the_loss_at_a_fixed_number_of_positions_is_the_loss_over_the_targets(ro
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
 
 
-def test_a_step_for_a_cuda_graph_run_in_the_open_is_the_trainers_step():
-    """guppy/train/captured.py's step, with its learning rate and loss scale in tensors and its loss over every
-    position, moves the weights as the trainer's step does (same optimizers, Muon batched as on a GPU), and adds the
-    same losses to the log's sum; the learning rate set between steps reaches both optimizers."""
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (there: 2 steps in the open, a capture, a replay, and a "
+                                          "batch with more targets than the room, in the open after the capture)"))])
+def test_a_step_for_a_cuda_graph_run_in_the_open_is_the_trainers_step(device):
+    """guppy/train/captured.py's step, with its learning rate and loss scale in tensors and its loss at a fixed
+    number of positions, moves the weights as the trainer's step does (same optimizers, Muon batched as on a GPU),
+    and adds the same losses to the log's sum; the learning rate set between steps reaches both optimizers."""
     from contextlib import nullcontext
 
     from guppy.model.gpt import GPT, ModelConfig
@@ -244,19 +247,21 @@ def test_a_step_for_a_cuda_graph_run_in_the_open_is_the_trainers_step():
 
     def model_and_optimizers():
         torch.manual_seed(0)
-        model = GPT(ModelConfig(vocab_size=60, context=32, n_layer=2, n_head=2, d_model=32, d_ff=64))
+        model = GPT(ModelConfig(vocab_size=60, context=32, n_layer=2, n_head=2, d_model=32, d_ff=64)).to(device)
         hidden = {id(p) for p in model.hidden_matrices()}
         muon = Muon([p for p in model.parameters() if id(p) in hidden], lr=0.02, weight_decay=0.1,
                     adjust_lr_fn="match_rms_adamw", batched=True)
-        adamw = torch.optim.AdamW([p for p in model.parameters() if id(p) not in hidden], lr=0.02, foreach=False)
+        adamw = torch.optim.AdamW([p for p in model.parameters() if id(p) not in hidden], lr=0.02, foreach=False,
+                                  capturable=device == "cuda")
         return model, Optimizers(muon, adamw)
 
     torch.manual_seed(1)
     batches = [torch.randint(0, 60, (8, 32)) for _ in range(5)]
     targets = [b.masked_fill(torch.rand(b.shape) < 0.4, -1) for b in batches[:4]] + [batches[4]]
+    batches, targets = [b.to(device) for b in batches], [t.to(device) for t in targets]
     lrs = [0.02, 0.01, 0.005, 0.0, 0.003]
     (model, optimizer), (theirs, their_optimizer) = model_and_optimizers(), model_and_optimizers()
-    logged, their_logged = torch.zeros(()), torch.zeros(())
+    logged, their_logged = torch.zeros((), device=device), torch.zeros((), device=device)
     steps = CapturedSteps(theirs, their_optimizer, autocast=nullcontext(), grad_clip=1.0, loss_sum=their_logged)
     for x, y, lr in zip(batches, targets, lrs):
         n = int((y != -1).sum())
