@@ -154,10 +154,11 @@ def test_any_exception_a_template_raises_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("persona", ["guppy", "kingyo", "mini"])
 def test_real_templates_are_far_inside_the_budget(tmp_path, persona):
-    """Every topic of the shipped personas renders within a budget 100x tighter than the product's in time
-    and 30x in characters: the limits catch runaways, never a real template."""
+    """Every topic of the shipped personas renders within a budget 20x tighter than the product's in time
+    and 30x in characters: the limits catch runaways, never a real template. (100x in time, 0.02 s, failed once
+    in a full suite on 2 busy cores: a first render compiles its templates, and a pause of the machine counts.)"""
     default = RenderBudget()
-    tight = RenderBudget(seconds=default.seconds / 100, chars=default.chars // 30)
+    tight = RenderBudget(seconds=default.seconds / 20, chars=default.chars // 30)
     loaded = load_persona(write_persona(tmp_path) if persona == "mini" else persona)
     r = Renderer(loaded, seed=0, budget=tight)
     for topic in loaded.spec.topics:
