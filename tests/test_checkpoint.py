@@ -180,4 +180,3 @@ def test_a_failed_background_write_is_raised_when_the_writer_is_left(tmp_path, t
     with pytest.raises(GuppyError, match="cannot write here"):
         with CheckpointWriter() as writer:
             writer.save(tmp_path / "file" / "ckpt", model=small_model(tokenizer), tokenizer=tokenizer, meta={})
-

@@ -29,7 +29,7 @@ def test_a_gpu_run_learns_as_a_cpu_run_does(tmp_path, corpus):
 
 def test_steps_replayed_as_a_cuda_graph_learn_as_steps_in_the_open(tmp_path, corpus):
     """guppy/train/captured.py: a step captured once and replayed gives the curve of steps launched one by one
-    (its loss is summed over every position, so in another order: the last bits differ, not more)."""
+    (its loss is taken at a fixed number of positions, so summed in another order: the last bits differ, not more)."""
     replayed = train(persona="fish", data=corpus, out=tmp_path / "graph", max_steps=STEPS, **AS_THE_PRESET, **GPU)
     launched = train(persona="fish", data=corpus, out=tmp_path / "open", max_steps=STEPS, **AS_THE_PRESET,
                      cuda_graph=False, **GPU)
@@ -85,6 +85,7 @@ def test_the_evaluator_on_the_gpu_fits_its_classifier_and_draws_its_charts_in_ot
                       data=run / "data", device="cuda")
     assert report["on_topic"] is not None and report["on_topic"]["ceiling"] > 0.5
     assert (run / "eval" / "associations.png").stat().st_size > 0 and (run / "eval" / "turns.png").stat().st_size > 0
+
 
 def test_decode_steps_captured_as_a_cuda_graph_say_what_steps_in_the_open_say(mini_run, monkeypatch):
     """On a GPU, generate() captures its one-token step once as a CUDA graph and replays it (sampler.CapturedStep):

@@ -285,4 +285,3 @@ def test_a_step_for_a_cuda_graph_run_in_the_open_is_the_trainers_step(device):
     start = model_and_optimizers()[0].state_dict()
     assert max((model.state_dict()[k] - start[k]).abs().max().item() for k in start) > 0.01  # the weights moved
     assert weights_differ_by(theirs.state_dict(), model.state_dict()) < 1e-4  # summed in another order, no more
-

@@ -83,4 +83,3 @@ def cached_file(kind: str, key: str | None, name: str, make: Callable[[], T], *,
     if key:
         save_entry(kind, key, lambda tmp: (tmp / name).write_bytes(dump(value)), keep=keep, done=name)
     return value
-

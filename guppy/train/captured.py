@@ -45,7 +45,7 @@ class CapturedSteps:
     def __call__(self, x: torch.Tensor, y: torch.Tensor, n_global: int) -> None:
         if self.x is None:
             self.x, self.y = torch.empty_like(x), torch.empty_like(y)
-            self.positions = min(x.numel(), -(-n_global * 17 // 16 // 64) * 64)  # rounded up to 64
+            self.positions = room(n_global, x.numel())
         self.x.copy_(x)
         self.y.copy_(y)
         self.scale.fill_(1.0 / max(1, n_global))
@@ -77,6 +77,12 @@ class CapturedSteps:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)  # during a capture: the graph keeps the gradients' memory
+
+
+def room(targets: int, positions: int) -> int:
+    """The positions a captured step takes its logits at, from its first batch's `targets` among `positions`: those
+    targets and 1/16 more, rounded up to a multiple of 64, and never more than every position."""
+    return min(positions, -(-targets * 17 // 16 // 64) * 64)
 
 
 def captures(cfg, procs, compiled: bool) -> bool:

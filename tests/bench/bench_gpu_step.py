@@ -20,6 +20,7 @@ import torch  # noqa: E402
 
 from guppy.presets import PRESETS  # noqa: E402
 from guppy.model.gpt import GPT, ModelConfig  # noqa: E402
+from guppy.train.captured import room  # noqa: E402
 from guppy.train.optim import Muon, Optimizers  # noqa: E402
 from tests.bench.bench_train import bf16_matmul_flops  # noqa: E402
 
@@ -66,7 +67,7 @@ def main() -> None:
             _, loss = model(x, y, reduction="sum")
         loss.backward()
 
-    positions = -(-int((y != -1).sum()) * 17 // 16 // 64) * 64  # as a captured step (guppy/train/captured.py)
+    positions = room(int((y != -1).sum()), y.numel())  # as a captured step takes them
 
     def forward_backward_at_positions():  # logits at a fixed number of positions, found on the GPU: no sync
         with torch.autocast("cuda", dtype=torch.bfloat16):

@@ -5,7 +5,8 @@ machine, after `guppy generate-data guppy`:
 
 Trains the preset into a temporary folder and, at step `--at`, measures: the loop's own pace over the 100 steps
 before (wall / step, both ends synchronized); the same captured step replayed back to back on that step's batch,
-and on random tokens (what tests/bench/bench_gpu_step.py measures); the step launched in the open; then the kernels
+and on random tokens (what tests/bench/bench_gpu_step.py measures); the step launched in the open (these three
+timed as bench_gpu_step.py times: the median of 5 x 10 after 3); then the kernels
 of 5 replays (torch.profiler), most GPU time first. The run goes on afterwards (its figures are not a run's).
 """
 
@@ -22,28 +23,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch  # noqa: E402
 
 from guppy.train import trainer as trainer_module  # noqa: E402
-
-
-def per_step_ms(fn, n: int = 20) -> float:
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t) / n * 1e3
+from tests.bench.bench_gpu_step import timed  # noqa: E402
 
 
 def measure(trainer, loop_ms: float) -> None:
     steps = trainer.captured
     print(f"the loop, steps {trainer.step - 100}-{trainer.step}: {loop_ms:.2f} ms a step")
-    print(f"replayed back to back, this step's batch: {per_step_ms(steps.graph.replay):.2f} ms")
+    print(f"replayed back to back, this step's batch: {timed(steps.graph.replay):.2f} ms")
     x, y = steps.x.clone(), steps.y.clone()
     steps.x.copy_(torch.randint_like(x, 0, trainer.mconf.vocab_size))
     steps.y.copy_(torch.randint_like(y, 0, trainer.mconf.vocab_size).masked_fill(torch.rand(y.shape,
                                                                                            device=y.device) < 0.5, -1))
-    print(f"replayed back to back, random tokens: {per_step_ms(steps.graph.replay):.2f} ms")
+    print(f"replayed back to back, random tokens: {timed(steps.graph.replay):.2f} ms")
     steps.x.copy_(x), steps.y.copy_(y)
-    print(f"launched in the open, this step's batch: {per_step_ms(lambda: steps._step(steps.positions)):.2f} ms")
+    print(f"launched in the open, this step's batch: {timed(lambda: steps._step(steps.positions)):.2f} ms")
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
                                             torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(5):
